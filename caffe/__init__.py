@@ -1,0 +1,50 @@
+"""neocaffe: Caffe's Python interface (pycaffe) on PyTorch.
+
+``import caffe`` gives the names pycaffe gives: ``Net``, ``Layer``, ``TRAIN``/``TEST``,
+``set_mode_cpu``/``set_mode_gpu``/``set_device``, ``set_random_seed``, ``layer_type_list``,
+``init_log``/``log``, and more as the package grows.
+"""
+
+from caffe import _layers  # noqa: F401  (registers every built-in layer type)
+from caffe._common import (
+    init_log,
+    log,
+    set_device,
+    set_mode_cpu,
+    set_mode_gpu,
+    set_multiprocess,
+    set_random_seed,
+    set_solver_count,
+    set_solver_rank,
+    solver_count,
+    solver_rank,
+)
+from caffe.blob import Blob
+from caffe.layer import TEST, TRAIN, Layer, Phase
+from caffe.net import Net
+from caffe.registry import layer_type_list, register_layer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Blob",
+    "Layer",
+    "Net",
+    "Phase",
+    "TEST",
+    "TRAIN",
+    "__version__",
+    "init_log",
+    "layer_type_list",
+    "log",
+    "register_layer",
+    "set_device",
+    "set_mode_cpu",
+    "set_mode_gpu",
+    "set_multiprocess",
+    "set_random_seed",
+    "set_solver_count",
+    "set_solver_rank",
+    "solver_count",
+    "solver_rank",
+]

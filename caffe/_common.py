@@ -1,0 +1,145 @@
+"""Process-wide state shared by every module: compute mode, device, random generator, logging.
+
+This mirrors Caffe's ``Caffe`` singleton (``set_mode_cpu``, ``set_mode_gpu``, ``set_device``,
+``set_random_seed``) and its glog-style log lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import torch
+
+_log = logging.getLogger("caffe")
+
+
+class _State:
+    """Mutable global state. ``generation`` changes whenever the device changes, so nets can
+    notice a mode switch with one integer comparison."""
+
+    device: torch.device = torch.device("cpu")
+    device_id: int = 0
+    generation: int = 0
+    seed: int | None = None
+    generator: torch.Generator = torch.Generator()
+    solver_count: int = 1
+    solver_rank: int = 0
+
+
+STATE = _State()
+
+
+def set_mode_cpu() -> None:
+    """Run every net on the CPU (Caffe's ``Caffe::set_mode(CPU)``)."""
+    if STATE.device.type != "cpu":
+        STATE.device = torch.device("cpu")
+        STATE.generation += 1
+
+
+def set_mode_gpu() -> None:
+    """Run every net on the current CUDA device (``set_device`` picks which)."""
+    if not torch.cuda.is_available():
+        from caffe.errors import CaffeError
+
+        raise CaffeError(
+            "set_mode_gpu: no CUDA device is available to PyTorch "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
+            "use caffe.set_mode_cpu() or install a CUDA build of torch"
+        )
+    dev = torch.device("cuda", STATE.device_id)
+    if STATE.device != dev:
+        STATE.device = dev
+        STATE.generation += 1
+
+
+def set_device(device_id: int) -> None:
+    """Choose the CUDA device used in GPU mode."""
+    STATE.device_id = int(device_id)
+    if STATE.device.type == "cuda":
+        STATE.device = torch.device("cuda", STATE.device_id)
+        STATE.generation += 1
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed every random choice (fillers, Dropout, data shuffling) for reproducible runs."""
+    STATE.seed = int(seed)
+    STATE.generator.manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+
+
+def generator_for(device: torch.device) -> torch.Generator | None:
+    """The seeded generator for ``device`` (None on CUDA: the CUDA default generator is seeded
+    by ``set_random_seed`` through ``torch.manual_seed``)."""
+    return STATE.generator if device.type == "cpu" else None
+
+
+def set_solver_count(count: int) -> None:
+    STATE.solver_count = int(count)
+
+
+def solver_count() -> int:
+    return STATE.solver_count
+
+
+def set_solver_rank(rank: int) -> None:
+    STATE.solver_rank = int(rank)
+
+
+def solver_rank() -> int:
+    return STATE.solver_rank
+
+
+def set_multiprocess(multiprocess: bool) -> None:
+    """Accepted for pycaffe compatibility; multi-process training uses torch.distributed."""
+
+
+_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}
+
+
+class _GlogFormatter(logging.Formatter):
+    """``I1126 12:00:00.123456 12345 net.py] message``, the line format Caffe log parsers read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import time
+
+        t = time.localtime(record.created)
+        us = int((record.created % 1) * 1e6)
+        return "%s%02d%02d %02d:%02d:%02d.%06d %5d %s] %s" % (
+            record.levelname[0], t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, us,
+            record.process, record.filename, record.getMessage(),
+        )
+
+
+def init_log(level: int | None = None, use_stderr: bool = True) -> None:
+    """Send log lines to stderr in glog format. ``level`` follows GLOG_minloglevel
+    (0 INFO, 1 WARNING, 2 ERROR); by default it is read from that environment variable."""
+    if level is None:
+        level = int(os.environ.get("GLOG_minloglevel", "0") or 0)
+    for h in list(_log.handlers):
+        _log.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr if use_stderr else sys.stdout)
+    handler.setFormatter(_GlogFormatter())
+    _log.addHandler(handler)
+    _log.setLevel(_LEVELS.get(int(level), logging.INFO))
+    _log.propagate = False
+
+
+def log(message: str) -> None:
+    """Write one INFO line to Caffe's log (pycaffe's ``caffe.log``)."""
+    _log.info(message)
+
+
+def _default_logging() -> None:
+    if not _log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_GlogFormatter())
+        _log.addHandler(handler)
+        lvl = int(os.environ.get("GLOG_minloglevel", "1") or 1)
+        _log.setLevel(_LEVELS.get(lvl, logging.WARNING))
+        _log.propagate = False
+
+
+_default_logging()
+LOG = _log

@@ -1,0 +1,79 @@
+"""InnerProduct (fully connected): top = bottom_flat @ W^T + b.
+
+bottom: (d0, ..., d_{axis-1}, d_axis, ...) flattened from ``axis`` to K inputs; top:
+(d0, ..., d_{axis-1}, num_output). W is (num_output, K), or (K, num_output) with
+``transpose: true``; b is (num_output,)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from caffe.errors import LayerSetupError
+from caffe.fillers import fill
+from caffe.layer import Layer
+from caffe.registry import register_layer
+
+
+@register_layer("InnerProduct")
+class InnerProduct(Layer):
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.layer_param.inner_product_param
+        self.num_output = int(p.num_output)
+        if self.num_output <= 0:
+            raise LayerSetupError(
+                f"Layer '{self.name}' (InnerProduct): num_output must be positive, got "
+                f"{p.num_output}")
+        self.bias_term = bool(p.bias_term)
+        self.transpose = bool(p.transpose)
+        self.axis = bottom[0].canonical_axis(p.axis)
+        self.K = bottom[0].count_range(self.axis)
+        if self.blobs:
+            return
+        wshape = (self.K, self.num_output) if self.transpose else (self.num_output, self.K)
+        self.blobs.add_blob(*wshape)
+        fill(self.blobs[0], p.weight_filler)
+        if self.bias_term:
+            self.blobs.add_blob(self.num_output)
+            fill(self.blobs[1], p.bias_filler)
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        k = math.prod(shape[self.axis:])
+        if k != self.K:
+            raise LayerSetupError(
+                f"Layer '{self.name}' (InnerProduct): input size incompatible with inner "
+                f"product parameters: bottom {shape} gives {k} inputs from axis {self.axis}, "
+                f"the weights expect {self.K}")
+        self.M = math.prod(shape[:self.axis])
+        top[0].reshape(shape[:self.axis] + (self.num_output,))
+
+    def forward(self, bottom, top):
+        x = bottom[0].tensor.reshape(self.M, self.K)
+        w = self.blobs[0].tensor
+        wt = w if self.transpose else w.t()
+        if self.bias_term:
+            y = torch.addmm(self.blobs[1].tensor, x, wt)
+        else:
+            y = x @ wt
+        top[0].tensor = y.view(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff_tensor.reshape(self.M, self.num_output)
+        x = bottom[0].tensor.reshape(self.M, self.K)
+        if self.param_propagate_down[0]:
+            g = self.blobs[0].diff_tensor
+            if self.transpose:
+                g.addmm_(x.t(), dy)
+            else:
+                g.addmm_(dy.t(), x)
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff_tensor.add_(dy.sum(0))
+        if propagate_down[0]:
+            w = self.blobs[0].tensor
+            dx = dy @ (w.t() if self.transpose else w)
+            bottom[0].diff_tensor = dx.view(bottom[0].shape)

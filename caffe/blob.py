@@ -1,0 +1,244 @@
+"""Blob: Caffe's N-d array pair (``data`` and ``diff``) on top of torch tensors.
+
+Built-in layers compute on ``blob.tensor`` / ``blob.diff_tensor`` (torch, on the current
+device). Python layers read and write ``blob.data`` / ``blob.diff``, float32 NumPy arrays that
+write through. On the CPU they are zero-copy views of the same memory. On CUDA they follow
+Caffe's SyncedMemory rule: host access makes the host copy current and marks it as the newest
+(the user may write it); the next device access copies it back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from caffe._common import STATE
+from caffe.errors import ShapeMismatchError
+
+# host-mirror states (only used when the tensors live on a CUDA device)
+_HOST_STALE, _HOST_SYNCED, _HOST_HEAD = 0, 1, 2
+
+
+def _as_shape(args: tuple) -> tuple[int, ...]:
+    if len(args) == 1 and isinstance(args[0], Iterable) and not isinstance(args[0], (str, bytes)):
+        args = tuple(args[0])
+    shape = tuple(int(d) for d in args)
+    if any(d < 0 for d in shape):
+        raise ShapeMismatchError(f"Blob shape {shape} has a negative dimension")
+    return shape
+
+
+class Blob:
+    """An N-d blob of ``data`` and ``diff``.
+
+    ``Blob(shape)`` or ``Blob(*dims)``; ``reshape(*dims)``; ``shape``, ``count``, the legacy
+    ``num``/``channels``/``height``/``width``; ``data``/``diff`` (NumPy, write-through) and
+    ``tensor``/``diff_tensor`` (torch). The diff is allocated (as zeros) on first use.
+    """
+
+    __slots__ = ("_t", "_g", "_hd", "_hg", "_hd_state", "_hg_state", "_dtype", "__weakref__")
+
+    def __init__(self, *shape, dtype: torch.dtype = torch.float32,
+                 device: torch.device | None = None) -> None:
+        self._dtype = dtype
+        self._t = torch.zeros(_as_shape(shape), dtype=dtype, device=device or STATE.device)
+        self._g: torch.Tensor | None = None
+        self._hd: torch.Tensor | None = None
+        self._hg: torch.Tensor | None = None
+        self._hd_state = _HOST_STALE
+        self._hg_state = _HOST_STALE
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._t.shape)
+
+    @property
+    def count(self) -> int:
+        return self._t.numel()
+
+    @property
+    def num_axes(self) -> int:
+        return self._t.dim()
+
+    def count_range(self, start: int, end: int | None = None) -> int:
+        """Product of dims ``start`` to ``end`` (exclusive), Caffe's ``count(start, end)``."""
+        return math.prod(self._t.shape[start:end])
+
+    def canonical_axis(self, axis: int) -> int:
+        """Map a negative axis to its positive index, checking the range."""
+        n = self._t.dim()
+        if not -n <= axis < max(n, 1):
+            raise ShapeMismatchError(f"axis {axis} is out of range for a {n}-D blob {self.shape}")
+        return axis + n if axis < 0 else axis
+
+    def _legacy(self, index: int) -> int:
+        n = self._t.dim()
+        if n > 4:
+            raise ShapeMismatchError(
+                f"num/channels/height/width are only defined for blobs of at most 4 axes; "
+                f"this blob has shape {self.shape}: use .shape"
+            )
+        return int(self._t.shape[index]) if index < n else 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    def reshape(self, *shape) -> None:
+        """Change the shape. Same count: the data is kept (a view). Other count: new zeroed
+        memory. Takes ``reshape(2, 3)``, ``reshape((2, 3))`` or a BlobShape."""
+        if len(shape) == 1 and hasattr(shape[0], "dim"):  # caffe_pb2.BlobShape
+            shape = tuple(shape[0].dim)
+        shape = _as_shape(shape)
+        t = self._device_data()
+        if tuple(t.shape) == shape:
+            return
+        if math.prod(shape) == t.numel():
+            self._t = t.view(shape)
+            if self._g is not None:
+                self._g = self._device_diff().view(shape)
+        else:
+            self._t = torch.zeros(shape, dtype=t.dtype, device=t.device)
+            self._g = None
+        self._hd = self._hg = None
+        self._hd_state = self._hg_state = _HOST_STALE
+
+    def reshape_like(self, other: Blob) -> None:
+        self.reshape(other.shape)
+
+    # ------------------------------------------------------------------ torch access
+    def _device_data(self) -> torch.Tensor:
+        if self._hd_state == _HOST_HEAD:
+            self._t.copy_(self._hd, non_blocking=False)
+            self._hd_state = _HOST_STALE
+        return self._t
+
+    def _device_diff(self) -> torch.Tensor:
+        if self._hg_state == _HOST_HEAD:
+            self._g.copy_(self._hg)
+            self._hg_state = _HOST_STALE
+        elif self._g is None:
+            self._g = torch.zeros_like(self._t)
+        return self._g
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The data as a torch tensor on the compute device (write to it in place, or assign a
+        new tensor of the same shape)."""
+        if self._hd_state == _HOST_HEAD:
+            return self._device_data()
+        self._hd_state = _HOST_STALE
+        return self._t
+
+    @tensor.setter
+    def tensor(self, value: torch.Tensor) -> None:
+        if value.shape != self._t.shape:
+            raise ShapeMismatchError(
+                f"cannot set a blob of shape {self.shape} to a tensor of shape "
+                f"{tuple(value.shape)}: call blob.reshape first"
+            )
+        self._t = value
+        self._hd_state = _HOST_STALE
+
+    @property
+    def diff_tensor(self) -> torch.Tensor:
+        """The diff as a torch tensor on the compute device (allocated as zeros on first use)."""
+        g = self._device_diff()
+        self._hg_state = _HOST_STALE
+        return g
+
+    @diff_tensor.setter
+    def diff_tensor(self, value: torch.Tensor) -> None:
+        if value.shape != self._t.shape:
+            raise ShapeMismatchError(
+                f"cannot set the diff of a blob of shape {self.shape} to a tensor of shape "
+                f"{tuple(value.shape)}"
+            )
+        self._g = value
+        self._hg_state = _HOST_STALE
+
+    @property
+    def has_diff(self) -> bool:
+        """Whether a diff has been allocated (an unallocated diff reads as zeros)."""
+        return self._g is not None
+
+    # ------------------------------------------------------------------ NumPy access
+    def _host(self, t: torch.Tensor, mirror: torch.Tensor | None, state: int):
+        if t.device.type == "cpu":
+            return (t.detach() if t.requires_grad else t).numpy(), None, _HOST_STALE
+        if mirror is None or mirror.shape != t.shape:
+            mirror = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            state = _HOST_STALE
+        if state == _HOST_STALE:
+            mirror.copy_(t.detach())
+        return mirror.numpy(), mirror, _HOST_HEAD
+
+    @property
+    def data(self) -> np.ndarray:
+        """The data as a NumPy array that writes through to the blob."""
+        if self._hd_state == _HOST_HEAD:
+            return self._hd.numpy()
+        arr, self._hd, self._hd_state = self._host(self._t, self._hd, self._hd_state)
+        return arr
+
+    @data.setter
+    def data(self, value) -> None:
+        self.data[...] = value
+
+    @property
+    def diff(self) -> np.ndarray:
+        """The diff as a NumPy array that writes through to the blob."""
+        if self._hg_state == _HOST_HEAD:
+            return self._hg.numpy()
+        g = self._device_diff()
+        arr, self._hg, self._hg_state = self._host(g, self._hg, self._hg_state)
+        return arr
+
+    @diff.setter
+    def diff(self, value) -> None:
+        self.diff[...] = value
+
+    # ------------------------------------------------------------------ device moves
+    def to(self, device: torch.device) -> None:
+        """Move data and diff to ``device`` (keeping their contents)."""
+        t = self._device_data()
+        if t.device != device:
+            self._t = t.to(device)
+            if self._g is not None:
+                self._g = self._device_diff().to(device)
+            self._hd = self._hg = None
+            self._hd_state = self._hg_state = _HOST_STALE
+
+    def share_data(self, other: Blob) -> None:
+        """Use ``other``'s data memory (counts must match; this blob keeps its shape)."""
+        if other.count != self.count:
+            raise ShapeMismatchError(
+                f"cannot share data: counts differ ({self.count} vs {other.count})")
+        self._t = other.tensor.view(self.shape)
+        self._hd, self._hd_state = None, _HOST_STALE
+
+    def share_diff(self, other: Blob) -> None:
+        """Use ``other``'s diff memory (counts must match)."""
+        if other.count != self.count:
+            raise ShapeMismatchError(
+                f"cannot share diff: counts differ ({self.count} vs {other.count})")
+        self._g = other.diff_tensor.view(self.shape)
+        self._hg, self._hg_state = None, _HOST_STALE
+
+    def __repr__(self) -> str:
+        return f"<caffe.Blob shape={self.shape} dtype={str(self._t.dtype)[6:]}>"
+
+
+class BlobVec(list):
+    """A list of blobs (a layer's learnable parameters). ``add_blob(*shape)`` appends a new
+    zero blob, as in pycaffe's Python layers."""
+
+    def add_blob(self, *shape) -> Blob:
+        blob = Blob(*shape)
+        self.append(blob)
+        return blob

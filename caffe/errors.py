@@ -1,0 +1,49 @@
+"""Exceptions raised by neocaffe. Every one derives from :class:`CaffeError`, and most also from
+the builtin type a Python user would expect (``ValueError``, ``KeyError``, ``IOError``...), so
+existing ``except ValueError`` code keeps working. Messages say who, what was expected, what was
+received, and how to fix it."""
+
+from __future__ import annotations
+
+
+class CaffeError(Exception):
+    """Base class of every error neocaffe raises on purpose."""
+
+
+class ProtoError(CaffeError, ValueError):
+    """A prototxt, caffemodel, binaryproto or solverstate could not be parsed or is invalid."""
+
+
+class FileFormatError(ProtoError, OSError):
+    """A file is missing, truncated, corrupt, or of the wrong kind. The message names the file."""
+
+
+class NetDefinitionError(CaffeError, ValueError):
+    """The net description is inconsistent (unknown bottom, duplicate top, bad state rule...)."""
+
+
+class UnknownLayerTypeError(NetDefinitionError, KeyError):
+    """A layer type is not registered. The message lists the known types."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class LayerSetupError(CaffeError, ValueError):
+    """A layer rejected its parameters or the shapes of its bottoms."""
+
+
+class BlobCountError(LayerSetupError):
+    """A layer got the wrong number of bottom or top blobs."""
+
+
+class ShapeMismatchError(CaffeError, ValueError):
+    """Two shapes that must agree do not (weights vs. layer, input vs. blob...)."""
+
+
+class PythonLayerError(CaffeError, RuntimeError):
+    """User code in a Python layer raised, or its module/class could not be loaded."""
+
+
+class SolverError(CaffeError, ValueError):
+    """The solver description or a solver state is invalid."""

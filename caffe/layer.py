@@ -1,0 +1,254 @@
+"""Layer: the base class of every layer, built-in or written in Python.
+
+Lifecycle, as in Caffe: the net checks the blob counts a class declares, then calls
+``setup(bottom, top)`` once (read parameters, create ``self.blobs``), ``reshape(bottom, top)``
+(shape the tops) at setup and again before every forward, ``forward(bottom, top)``, and
+``backward(top, propagate_down, bottom)``. ``bottom`` and ``top`` are lists of
+:class:`caffe.Blob` because a layer may have several inputs (a loss takes a prediction and a
+label) and several outputs.
+
+A layer that defines no ``backward`` but computes its tops from ``blob.tensor`` with torch ops
+gets its backward from autograd: bottom diffs are written and ``self.blobs`` diffs accumulated,
+honouring ``propagate_down`` and loss weights.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from caffe.blob import Blob, BlobVec
+from caffe.errors import BlobCountError, LayerSetupError, PythonLayerError
+from caffe.proto import caffe_pb2
+
+
+class Phase(enum.IntEnum):
+    """TRAIN or TEST; ``str(caffe.TRAIN) == 'TRAIN'`` and ``caffe.TRAIN == 0``."""
+
+    TRAIN = 0
+    TEST = 1
+
+    def __str__(self) -> str:
+        return self.name
+
+
+TRAIN = Phase.TRAIN
+TEST = Phase.TEST
+
+
+class Layer:
+    """Base class of all layers. Subclasses declare their blob counts as class attributes and
+    override ``setup``, ``reshape``, ``forward`` and (optionally) ``backward``."""
+
+    #: Caffe type name; set by ``@register_layer``.
+    type_name: ClassVar[str] = "Python"
+
+    # Blob-count declarations (Caffe's ExactNumBottomBlobs() & co.), checked before setup.
+    exact_num_bottom_blobs: ClassVar[int | None] = None
+    min_bottom_blobs: ClassVar[int | None] = None
+    max_bottom_blobs: ClassVar[int | None] = None
+    exact_num_top_blobs: ClassVar[int | None] = None
+    min_top_blobs: ClassVar[int | None] = None
+    max_top_blobs: ClassVar[int | None] = None
+    equal_num_bottom_top_blobs: ClassVar[bool] = False
+    #: create anonymous tops up to the minimum/exact count when the prototxt names fewer
+    auto_top_blobs: ClassVar[bool] = False
+    #: loss layers weigh their first top by 1 unless the prototxt says otherwise
+    is_loss: ClassVar[bool] = False
+    #: False for layers without a backward in Caffe (Accuracy, ArgMax, data layers...)
+    has_backward: ClassVar[bool] = True
+    #: bottoms that force_backward must not reach (labels, indices): Caffe's AllowForceBackward
+    no_force_backward_bottoms: ClassVar[tuple[int, ...]] = ()
+
+    def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,
+                 phase: Phase | None = None) -> None:
+        if layer_param is None:
+            layer_param = caffe_pb2.LayerParameter(name=type(self).__name__)
+        self.layer_param = layer_param
+        self.phase = Phase(phase if phase is not None else layer_param.phase)
+        self.param_str = layer_param.python_param.param_str
+        self.blobs = BlobVec()
+        self.loss_weights: list[float] = []
+        self.param_propagate_down: list[bool] = []
+        self._graph = None
+        self._record_bottoms: list[bool] | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str:
+        return self.layer_param.name
+
+    @property
+    def type(self) -> str:
+        return self.type_name
+
+    @property
+    def param_str_(self) -> str:  # spelling used by the py-faster-rcnn fork
+        return self.param_str
+
+    @param_str_.setter
+    def param_str_(self, value: str) -> None:
+        self.param_str = value
+
+    def loss(self, top_index: int) -> float:
+        return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} '{self.name}' ({self.type})>"
+
+    # ------------------------------------------------------------------ user hooks
+    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Read parameters and create ``self.blobs``. Runs once."""
+
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Shape the tops (and internal buffers) from the bottoms. Runs before every forward."""
+
+    def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Compute the tops' data from the bottoms' data."""
+        raise NotImplementedError(f"{self!r} defines no forward()")
+
+    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
+                 bottom: Sequence[Blob]) -> None:
+        """Compute bottom diffs (overwrite) and param diffs (accumulate) from top diffs.
+
+        This default uses autograd over the torch ops that ``forward`` ran on ``blob.tensor``."""
+        graph, self._graph = self._graph, None
+        if graph is None:
+            raise PythonLayerError(
+                f"Layer '{self.name}' ({self.type}) defines no backward(), and its last forward "
+                "recorded no autograd graph: compute the tops from blob.tensor with torch ops "
+                "(not from blob.data with NumPy), or write a backward(top, propagate_down, "
+                "bottom)"
+            )
+        outputs, inputs = graph
+        wanted = [(blob, leaf, is_param) for blob, leaf, is_param, i in inputs
+                  if is_param or propagate_down[i]]
+        if not wanted or not outputs:
+            return
+        grads = torch.autograd.grad(
+            [t for _, t in outputs], [leaf for _, leaf, _ in wanted],
+            grad_outputs=[blob.diff_tensor.to(t.dtype) for blob, t in outputs],
+            allow_unused=True,
+        )
+        for (blob, leaf, is_param), g in zip(wanted, grads):
+            if g is None:
+                g = torch.zeros_like(leaf)
+            if is_param:
+                blob.diff_tensor.add_(g)
+            else:
+                blob.diff_tensor = g.detach()
+
+    # ------------------------------------------------------------------ machinery
+    @classmethod
+    def uses_autograd(cls) -> bool:
+        """True when the class relies on the autograd backward (defines no backward)."""
+        return cls.has_backward and cls.backward is Layer.backward
+
+    def _check_blob_counts(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        lp = self.layer_param
+
+        def fail(kind: str, rule: str, names: Sequence[str]) -> None:
+            raise BlobCountError(
+                f"Layer '{self.name}' ({self.type}) takes {rule} {kind} blobs, got {len(names)}: "
+                f"{list(names)}"
+            )
+
+        nb, nt = len(bottom), len(top)
+        cls = type(self)
+        if cls.exact_num_bottom_blobs is not None and nb != cls.exact_num_bottom_blobs:
+            fail("bottom", str(cls.exact_num_bottom_blobs), lp.bottom)
+        if cls.min_bottom_blobs is not None and nb < cls.min_bottom_blobs:
+            fail("bottom", f"at least {cls.min_bottom_blobs}", lp.bottom)
+        if cls.max_bottom_blobs is not None and nb > cls.max_bottom_blobs:
+            fail("bottom", f"at most {cls.max_bottom_blobs}", lp.bottom)
+        if cls.exact_num_top_blobs is not None and nt != cls.exact_num_top_blobs:
+            fail("top", str(cls.exact_num_top_blobs), lp.top)
+        if cls.min_top_blobs is not None and nt < cls.min_top_blobs:
+            fail("top", f"at least {cls.min_top_blobs}", lp.top)
+        if cls.max_top_blobs is not None and nt > cls.max_top_blobs:
+            fail("top", f"at most {cls.max_top_blobs}", lp.top)
+        if cls.equal_num_bottom_top_blobs and nb != nt:
+            raise BlobCountError(
+                f"Layer '{self.name}' ({self.type}) takes as many top blobs as bottom blobs; "
+                f"got {nb} bottoms {list(lp.bottom)} and {nt} tops {list(lp.top)}"
+            )
+
+    def SetUp(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Check blob counts, run setup and reshape, and apply loss weights (Caffe's
+        Layer::SetUp)."""
+        self._check_blob_counts(bottom, top)
+        self.setup(bottom, top)
+        self.reshape(bottom, top)
+        weights = list(self.layer_param.loss_weight)
+        if not weights and self.is_loss:
+            weights = [1.0]
+        if len(weights) > len(top):
+            raise LayerSetupError(
+                f"Layer '{self.name}' ({self.type}) has {len(weights)} loss_weight values but "
+                f"only {len(top)} tops; give at most one loss_weight per top"
+            )
+        self.loss_weights = weights + [0.0] * (len(top) - len(weights))
+        for w, t in zip(self.loss_weights, top):
+            if w:
+                t.diff_tensor.fill_(w)
+        if len(self.param_propagate_down) != len(self.blobs):
+            self.param_propagate_down = [True] * len(self.blobs)
+
+    def Reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        self.reshape(bottom, top)
+
+    def Forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> float:
+        """reshape + forward; returns the weighted loss of this layer's tops."""
+        self.reshape(bottom, top)
+        self._forward(bottom, top)
+        loss = 0.0
+        for w, t in zip(self.loss_weights, top):
+            if w:
+                loss += w * float(t.tensor.sum())
+        return loss
+
+    def Backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
+                 bottom: Sequence[Blob]) -> None:
+        self.backward(top, list(propagate_down), bottom)
+
+    def _forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Forward as the net calls it: recording an autograd graph when the class relies on
+        the autograd backward and the net will ask for a backward."""
+        if self._record_bottoms is None:
+            self.forward(bottom, top)
+        else:
+            self._forward_recording(bottom, top)
+
+    def _forward_recording(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        inputs = []
+        swapped = []
+        for i, (b, need) in enumerate(zip(bottom, self._record_bottoms)):
+            if need and not any(b is t for t in top):
+                orig = b.tensor
+                leaf = orig.detach().requires_grad_(True)
+                b._t = leaf
+                swapped.append((b, orig))
+                inputs.append((b, leaf, False, i))
+        for j, (p, need) in enumerate(zip(self.blobs, self.param_propagate_down)):
+            if need:
+                orig = p.tensor
+                leaf = orig.detach().requires_grad_(True)
+                p._t = leaf
+                swapped.append((p, orig))
+                inputs.append((p, leaf, True, j))
+        try:
+            with torch.enable_grad():
+                self.forward(bottom, top)
+        finally:
+            for b, orig in swapped:
+                b._t = orig
+        outputs = []
+        for t in top:
+            tt = t._t
+            if tt.requires_grad:
+                outputs.append((t, tt))
+                t._t = tt.detach()
+        self._graph = (outputs, inputs) if outputs else None

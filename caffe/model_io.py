@@ -1,0 +1,224 @@
+"""Weights in and out: binary caffemodels (NetParameter with blobs) and Caffe's HDF5 layout
+(``/data/<layer>/<i>`` and ``/diff/<layer>/<i>``).
+
+Loading matches layers by name, as Caffe's CopyTrainedLayersFrom: source layers the net does
+not have are skipped with a log line; a shape mismatch raises naming the layer and both shapes;
+legacy 4-D BlobProto shapes (num/channels/height/width) match the trailing axes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from caffe._common import LOG
+from caffe.errors import FileFormatError, ShapeMismatchError
+from caffe.proto import caffe_pb2, files
+
+if TYPE_CHECKING:
+    from caffe.blob import Blob
+    from caffe.net import Net
+
+
+# ---------------------------------------------------------------------------- BlobProto
+def proto_shape(bp: caffe_pb2.BlobProto) -> tuple[int, ...]:
+    """The shape a BlobProto declares (its BlobShape, or the legacy 4-D fields)."""
+    if bp.HasField("shape"):
+        return tuple(int(d) for d in bp.shape.dim)
+    if any(bp.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (bp.num, bp.channels, bp.height, bp.width)
+    return (len(bp.data) or len(bp.double_data),)
+
+
+def _legacy_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if len(shape) > 4:
+        return None
+    return (1,) * (4 - len(shape)) + tuple(shape)
+
+
+def blobproto_to_array(bp: caffe_pb2.BlobProto, source: str = "<blob>",
+                       diff: bool = False) -> np.ndarray:
+    """A BlobProto's data (or diff) as a float32 array of its declared shape. The element count
+    is checked against the shape before anything of that size is allocated."""
+    shape = proto_shape(bp)
+    if any(d < 0 for d in shape):
+        raise FileFormatError(f"{source}: blob declares a negative dimension {shape}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    values = (bp.double_diff or bp.diff) if diff else (bp.double_data or bp.data)
+    if len(values) != count:
+        raise FileFormatError(
+            f"{source}: blob declares shape {shape} ({count} values) but holds {len(values)}")
+    arr = np.array(values, dtype=np.float32) if count else np.zeros(0, np.float32)
+    return arr.reshape(shape)
+
+
+def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None) -> caffe_pb2.BlobProto:
+    bp = caffe_pb2.BlobProto()
+    arr = np.asarray(arr, dtype=np.float32)
+    bp.shape.dim.extend(arr.shape)
+    bp.data.extend(arr.ravel().tolist())
+    if diff is not None:
+        bp.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
+    return bp
+
+
+def _check_shape(layer_name: str, j: int, target: tuple[int, ...], source: tuple[int, ...],
+                 legacy: bool, path: str) -> None:
+    if target == source:
+        return
+    if legacy and _legacy_shape(target) == tuple(source):
+        return
+    raise ShapeMismatchError(
+        f"Cannot copy param {j} weights from layer '{layer_name}' in {path}: shape mismatch. "
+        f"Source param shape is {' '.join(map(str, source))} "
+        f"({int(np.prod(source, dtype=np.int64))}); target param shape is "
+        f"{' '.join(map(str, target))} ({int(np.prod(target, dtype=np.int64))}). To learn this "
+        "layer's parameters from scratch rather than copying from a saved net, rename the layer.")
+
+
+def _set_blob(blob: Blob, arr: np.ndarray) -> None:
+    blob.tensor.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(blob.shape))
+
+
+# ---------------------------------------------------------------------------- loading
+def read_weights_proto(path: str) -> caffe_pb2.NetParameter:
+    """Read a binary caffemodel (current or V1 format)."""
+    return files.read_binary(path, caffe_pb2.NetParameter())
+
+
+def _layers_with_blobs(param: caffe_pb2.NetParameter):
+    """(name, blobs) of every source layer, from the current or the V1 field."""
+    for lp in param.layer:
+        yield lp.name, lp.blobs
+    for lp in param.layers:
+        yield lp.name, lp.blobs
+
+
+def _is_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def copy_trained_layers(net: Net, path: str) -> None:
+    """Copy parameters into ``net`` by layer name from a caffemodel or an HDF5 weights file."""
+    if not os.path.exists(path):
+        raise FileFormatError(f"weights file '{path}' does not exist")
+    if path.endswith((".h5", ".hdf5")) or _is_hdf5(path):
+        _copy_from_hdf5(net, path)
+        return
+    param = read_weights_proto(path)
+    by_name = {name: layer for name, layer in zip(net._layer_names, net._layers)}
+    matched = 0
+    ignored = []
+    for name, blobs in _layers_with_blobs(param):
+        layer = by_name.get(name)
+        if layer is None:
+            if len(blobs):
+                ignored.append(name)
+            LOG.info("Ignoring source layer %s", name)
+            continue
+        if len(blobs) == 0 and len(layer.blobs):
+            continue
+        if len(blobs) != len(layer.blobs):
+            raise ShapeMismatchError(
+                f"Incompatible number of blobs for layer '{name}' in {path}: the file has "
+                f"{len(blobs)}, the net's layer ({layer.type}) has {len(layer.blobs)}")
+        arrays = []
+        for j, bp in enumerate(blobs):
+            src = proto_shape(bp)
+            _check_shape(name, j, layer.blobs[j].shape, src, not bp.HasField("shape"), path)
+            arrays.append(blobproto_to_array(bp, f"{path}: layer '{name}' blob {j}"))
+        for blob, arr in zip(layer.blobs, arrays):
+            _set_blob(blob, arr)
+        matched += 1
+    if ignored and matched == 0:
+        LOG.warning("No layer of %s matches a layer of net '%s'; the file's layers with "
+                    "weights are: %s", path, net.name, ignored)
+
+
+def _copy_from_hdf5(net: Net, path: str) -> None:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise FileFormatError(f"cannot open HDF5 weights file '{path}': {e}") from None
+    with f:
+        if "data" not in f:
+            raise FileFormatError(f"{path}: HDF5 weights need a group '/data'; found "
+                                  f"{list(f.keys())}")
+        data = f["data"]
+        for li, (name, layer) in enumerate(zip(net._layer_names, net._layers)):
+            if name not in data:
+                if layer.blobs:
+                    LOG.info("Ignoring target layer %s (not in %s)", name, path)
+                continue
+            group = data[name]
+            n_src = len(group.keys())
+            if n_src > len(layer.blobs):
+                raise ShapeMismatchError(
+                    f"Incompatible number of blobs for layer '{name}' in {path}: the file has "
+                    f"{n_src}, the net's layer has {len(layer.blobs)}")
+            for j, blob in enumerate(layer.blobs):
+                key = str(j)
+                if key not in group:
+                    net_pid = net._param_id_vecs[li][j]
+                    if net._param_owners[net_pid] >= 0:
+                        continue
+                    raise ShapeMismatchError(
+                        f"Incompatible number of blobs for layer '{name}' in {path}: "
+                        f"dataset '{key}' is missing")
+                ds = group[key]
+                _check_shape(name, j, blob.shape, tuple(ds.shape), True, path)
+                _set_blob(blob, np.asarray(ds, dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------- saving
+def net_to_proto(net: Net, write_diff: bool = False) -> caffe_pb2.NetParameter:
+    """The net as Caffe's Net::ToProto writes it: name, then every layer with its blobs."""
+    out = caffe_pb2.NetParameter()
+    out.name = net.name
+    for layer in net._layers:
+        lp = out.layer.add()
+        lp.CopyFrom(layer.layer_param)
+        lp.ClearField("blobs")
+        for blob in layer.blobs:
+            bp = array_to_blobproto(blob.data, blob.diff if write_diff else None)
+            lp.blobs.add().CopyFrom(bp)
+    return out
+
+
+def save_hdf5(net: Net, path: str, write_diff: bool = False) -> None:
+    """Write parameters in Caffe's HDF5 layout, through a temporary file and a rename."""
+    import tempfile
+
+    import h5py
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            data = f.create_group("data")
+            diff = f.create_group("diff") if write_diff else None
+            for li, (name, layer) in enumerate(zip(net._layer_names, net._layers)):
+                gd = data.create_group(name)
+                gf = diff.create_group(name) if diff is not None else None
+                for j, net_pid in enumerate(net._param_id_vecs[li]):
+                    if net._param_owners[net_pid] != -1:
+                        continue
+                    blob = layer.blobs[j]
+                    gd.create_dataset(str(j), data=blob.data)
+                    if gf is not None:
+                        gf.create_dataset(str(j), data=blob.diff)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

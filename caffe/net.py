@@ -1,0 +1,852 @@
+"""Net: a DAG of layers built from a NetParameter, with Caffe's construction rules.
+
+Construction follows Caffe's Net::Init: the net state (phase, level, stages) filters layers by
+their include/exclude rules; a Split layer is inserted for every blob consumed by more than one
+layer (named ``<blob>_<producer>_<top index>_split``); layers are set up in order; in-place
+layers reuse their bottom blob; parameters named alike are shared; and a backward pass is only
+planned where a loss depends on it (``force_backward`` and ``propagate_down`` adjust that).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from caffe import model_io
+from caffe._common import LOG, STATE
+from caffe.blob import Blob
+from caffe.errors import (
+    CaffeError,
+    LayerSetupError,
+    NetDefinitionError,
+    PythonLayerError,
+    ShapeMismatchError,
+)
+from caffe.layer import Layer, Phase
+from caffe.proto import caffe_pb2, files, upgrade
+from caffe.registry import layer_class
+
+
+# ---------------------------------------------------------------------------- state rules
+def state_meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
+    """Caffe's StateMeetsRule: phase, min/max level, and every stage / not_stage must agree."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    return not any(s in stages for s in rule.not_stage)
+
+
+def filter_net(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """The layers of ``param`` that its ``state`` includes (Caffe's FilterNet)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    out.ClearField("layer")
+    for lp in param.layer:
+        if lp.include and lp.exclude:
+            raise NetDefinitionError(
+                f"Layer '{lp.name}' ({lp.type}) has both include and exclude rules; "
+                "specify only one of them")
+        included = not lp.include
+        if any(state_meets_rule(param.state, r) for r in lp.exclude):
+            included = False
+        if any(state_meets_rule(param.state, r) for r in lp.include):
+            included = True
+        if included:
+            out.layer.add().CopyFrom(lp)
+    return out
+
+
+# ---------------------------------------------------------------------------- splits
+def split_layer_name(layer_name: str, blob_name: str, top_index: int) -> str:
+    return f"{blob_name}_{layer_name}_{top_index}_split"
+
+
+def split_blob_name(layer_name: str, blob_name: str, top_index: int, split_index: int) -> str:
+    return f"{blob_name}_{layer_name}_{top_index}_split_{split_index}"
+
+
+def insert_splits(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """Insert a Split layer after every top consumed more than once (a loss weight on the top
+    counts as one use), renaming the consumers' bottoms (Caffe's InsertSplits)."""
+    last_top: dict[str, tuple[int, int]] = {}
+    source_of: dict[tuple[int, int], tuple[int, int]] = {}
+    uses: dict[tuple[int, int], int] = {}
+    loss_w: dict[tuple[int, int], float] = {}
+    for i, lp in enumerate(param.layer):
+        for j, name in enumerate(lp.bottom):
+            if name not in last_top:
+                raise NetDefinitionError(
+                    f"Layer '{lp.name}' ({lp.type}) bottom {j} is the unknown blob '{name}': no "
+                    "earlier layer produces it. Check the spelling, the layer order, and the "
+                    "include/exclude rules for this phase")
+            src = last_top[name]
+            source_of[(i, j)] = src
+            uses[src] = uses.get(src, 0) + 1
+        for j, name in enumerate(lp.top):
+            last_top[name] = (i, j)
+        for j in range(min(len(lp.loss_weight), len(lp.top))):
+            src = last_top[lp.top[j]]
+            loss_w[src] = lp.loss_weight[j]
+            if lp.loss_weight[j]:
+                uses[src] = uses.get(src, 0) + 1
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    out.ClearField("layer")
+    next_split: dict[tuple[int, int], int] = {}
+    for i, lp in enumerate(param.layer):
+        new = out.layer.add()
+        new.CopyFrom(lp)
+        for j, name in enumerate(lp.bottom):
+            src = source_of[(i, j)]
+            if uses.get(src, 0) > 1:
+                k = next_split.get(src, 0)
+                next_split[src] = k + 1
+                new.bottom[j] = split_blob_name(param.layer[src[0]].name, name, src[1], k)
+        for j, name in enumerate(lp.top):
+            count = uses.get((i, j), 0)
+            if count > 1:
+                split = out.layer.add()
+                split.name = split_layer_name(lp.name, name, j)
+                split.type = "Split"
+                split.bottom.append(name)
+                weight = loss_w.get((i, j), 0.0)
+                for k in range(count):
+                    split.top.append(split_blob_name(lp.name, name, j, k))
+                    if weight:
+                        split.loss_weight.append(weight if k == 0 else 0.0)
+                if weight:
+                    new.ClearField("loss_weight")
+                    next_split[(i, j)] = next_split.get((i, j), 0) + 1
+    return out
+
+
+# ---------------------------------------------------------------------------- layer creation
+def _import_python_layer(lp: caffe_pb2.LayerParameter) -> type:
+    pp = lp.python_param
+    if not pp.module or not pp.layer:
+        raise LayerSetupError(
+            f"Layer '{lp.name}' (Python) needs python_param {{ module: ... layer: ... }}; got "
+            f"module='{pp.module}' layer='{pp.layer}'")
+    try:
+        module = importlib.import_module(pp.module)
+    except Exception as e:
+        raise PythonLayerError(
+            f"Layer '{lp.name}' (Python): cannot import module '{pp.module}' "
+            f"({type(e).__name__}: {e}). The module must be importable from sys.path "
+            f"(add its folder to PYTHONPATH). sys.path = {sys.path}") from e
+    try:
+        cls = getattr(module, pp.layer)
+    except AttributeError:
+        raise PythonLayerError(
+            f"Layer '{lp.name}' (Python): module '{pp.module}' ({getattr(module, '__file__', '')}"
+            f") has no class '{pp.layer}'") from None
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise PythonLayerError(
+            f"Layer '{lp.name}' (Python): '{pp.module}.{pp.layer}' must be a class derived from "
+            "caffe.Layer")
+    return cls
+
+
+def create_layer(lp: caffe_pb2.LayerParameter, phase: Phase,
+                 allow_python_layers: bool = True) -> Layer:
+    """Instantiate the layer class for ``lp`` (a Python layer's class comes from its module)."""
+    if lp.type == "Python":
+        if not allow_python_layers:
+            raise PythonLayerError(
+                f"Layer '{lp.name}' is a Python layer (module '{lp.python_param.module}'), and "
+                "this net was loaded with allow_python_layers=False; only load it that way if "
+                "you trust the prototxt")
+        cls = _import_python_layer(lp)
+        try:
+            layer = cls(lp, phase)
+        except TypeError:
+            layer = cls(lp)
+        layer.type_name = "Python"
+    else:
+        layer = layer_class(lp.type, lp.name)(lp, phase)
+    layer.phase = phase
+    layer.param_str = lp.python_param.param_str
+    return layer
+
+
+def _describe(layer: Layer) -> str:
+    if layer.type == "Python":
+        return (f"Layer '{layer.name}' (Python, module '{layer.layer_param.python_param.module}',"
+                f" class '{type(layer).__name__}')")
+    return f"Layer '{layer.name}' ({layer.type})"
+
+
+def _raise_from(layer: Layer, stage: str, e: BaseException) -> None:
+    """Re-raise an exception from a layer's code with the layer named (the original stays
+    attached as ``__cause__``, with its traceback)."""
+    if isinstance(e, CaffeError) and f"'{layer.name}'" in str(e):
+        raise e
+    err_type = PythonLayerError if layer.type == "Python" else LayerSetupError
+    raise err_type(f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}") from e
+
+
+# ---------------------------------------------------------------------------- the Net
+class Net:
+    """A network, as pycaffe's ``caffe.Net``.
+
+    ``Net(prototxt, phase, level=0, stages=None, weights=None)``, or the legacy
+    ``Net(prototxt, weights, phase)``. ``prototxt`` may also be a ``NetParameter``."""
+
+    def __init__(self, network, *args, phase: int | None = None, level: int = 0,
+                 stages: Iterable[str] | None = None, weights: str | None = None,
+                 allow_python_layers: bool = True) -> None:
+        args = list(args)
+        if args and isinstance(args[0], (str, bytes)) or (args and hasattr(args[0], "__fspath__")):
+            weights = str(args.pop(0))
+        if args:
+            phase = args.pop(0)
+        if args:
+            raise TypeError("Net(network_file, phase, level=0, stages=None, weights=None) or "
+                            "Net(network_file, weights_file, phase)")
+        if phase is None:
+            raise TypeError("Net(...) needs a phase: caffe.TRAIN or caffe.TEST")
+        if isinstance(network, caffe_pb2.NetParameter):
+            param = caffe_pb2.NetParameter()
+            param.CopyFrom(network)
+            source = f"<NetParameter {param.name}>"
+        else:
+            source = str(network)
+            param = files.read_text(source, caffe_pb2.NetParameter())
+        upgrade.upgrade_net_as_needed(param, source)
+        param.state.phase = int(phase)
+        param.state.level = int(level)
+        if stages is not None:
+            param.state.ClearField("stage")
+            param.state.stage.extend(list(stages))
+        self._source = source
+        self._init(param, Phase(int(phase)), allow_python_layers)
+        if weights:
+            self.copy_from(weights)
+
+    # ------------------------------------------------------------------ construction
+    def _init(self, in_param: caffe_pb2.NetParameter, phase: Phase,
+              allow_python_layers: bool) -> None:
+        self.phase = phase
+        filtered = filter_net(in_param)
+        param = insert_splits(filtered)
+        self._param = param
+        self.name = param.name
+        self._layers: list[Layer] = []
+        self._layer_names: list[str] = []
+        self._blobs: list[Blob] = []
+        self._blob_names: list[str] = []
+        self._blob_name_to_idx: dict[str, int] = {}
+        self._blob_need_backward: list[bool] = []
+        self._blob_loss_weights: list[float] = []
+        self._bottom_vecs: list[list[Blob]] = []
+        self._top_vecs: list[list[Blob]] = []
+        self._bottom_ids: list[list[int]] = []
+        self._top_ids: list[list[int]] = []
+        self._bottom_need_backward: list[list[bool]] = []
+        self._layer_need_backward: list[bool] = []
+        self._inputs: list[int] = []
+        self._params: list[Blob] = []
+        self._param_owners: list[int] = []
+        self._param_layer_indices: list[tuple[int, int]] = []
+        self._param_display_names: list[str] = []
+        self._param_names_index: dict[str, int] = {}
+        self._param_id_vecs: list[list[int]] = []
+        self._learnable_params: list[Blob] = []
+        self._learnable_param_ids: list[int] = []
+        self._params_lr: list[float] = []
+        self._params_weight_decay: list[float] = []
+        self._has_params_lr: list[bool] = []
+        self._has_params_decay: list[bool] = []
+        self._before_forward: list[Callable[[int], None]] = []
+        self._after_forward: list[Callable[[int], None]] = []
+        self._before_backward: list[Callable[[int], None]] = []
+        self._after_backward: list[Callable[[int], None]] = []
+        self.debug_info = bool(param.debug_info)
+        available: dict[str, int] = {}
+        names_seen: set[str] = set()
+
+        for li, lp in enumerate(param.layer):
+            if lp.name in names_seen:
+                LOG.warning("Layer name '%s' is used twice in %s", lp.name, self._source)
+            names_seen.add(lp.name)
+            if not lp.HasField("phase"):
+                lp.phase = phase
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise NetDefinitionError(
+                    f"Layer '{lp.name}' ({lp.type}) has {len(lp.propagate_down)} propagate_down "
+                    f"values for {len(lp.bottom)} bottoms; give one per bottom or none")
+            layer = create_layer(lp, phase, allow_python_layers)
+            self._layers.append(layer)
+            self._layer_names.append(lp.name)
+            bottoms, bottom_ids, bneed = [], [], []
+            need_backward = False
+            for j, bname in enumerate(lp.bottom):
+                if bname not in available:
+                    raise NetDefinitionError(
+                        f"Layer '{lp.name}' ({lp.type}) bottom {j} '{bname}' is not available: "
+                        "it was never produced, or another layer already consumed it")
+                bid = available.pop(bname)
+                bottoms.append(self._blobs[bid])
+                bottom_ids.append(bid)
+                need = self._blob_need_backward[bid]
+                if lp.propagate_down:
+                    need = bool(lp.propagate_down[j])
+                bneed.append(need)
+                need_backward |= self._blob_need_backward[bid]
+            tops, top_ids = [], []
+            n_tops = len(lp.top)
+            if type(layer).auto_top_blobs:
+                n_tops = max(n_tops, type(layer).min_top_blobs or 0,
+                             type(layer).exact_num_top_blobs or 0)
+            for j in range(n_tops):
+                if j < len(lp.top):
+                    tname = lp.top[j]
+                    if j < len(lp.bottom) and lp.bottom[j] == tname:
+                        bid = bottom_ids[j]
+                        tops.append(self._blobs[bid])
+                        top_ids.append(bid)
+                        available[tname] = bid
+                        continue
+                    if tname in self._blob_name_to_idx:
+                        raise NetDefinitionError(
+                            f"Layer '{lp.name}' ({lp.type}) top {j} '{tname}' is produced by "
+                            "several layers; a top may only reuse the name of the bottom at the "
+                            "same index (in-place computation)")
+                else:
+                    tname = "(automatic)"
+                blob = Blob()
+                bid = len(self._blobs)
+                self._blobs.append(blob)
+                self._blob_names.append(tname)
+                self._blob_need_backward.append(False)
+                if j < len(lp.top):
+                    self._blob_name_to_idx[tname] = bid
+                    available[tname] = bid
+                tops.append(blob)
+                top_ids.append(bid)
+                if lp.type == "Input":
+                    self._inputs.append(bid)
+            self._bottom_vecs.append(bottoms)
+            self._top_vecs.append(tops)
+            self._bottom_ids.append(bottom_ids)
+            self._top_ids.append(top_ids)
+            self._bottom_need_backward.append(bneed)
+            try:
+                layer.SetUp(bottoms, tops)
+            except Exception as e:
+                _raise_from(layer, "setup", e)
+            for j, bid in enumerate(top_ids):
+                while len(self._blob_loss_weights) <= bid:
+                    self._blob_loss_weights.append(0.0)
+                self._blob_loss_weights[bid] = layer.loss(j)
+            LOG.info("Setting up %s", lp.name)
+            for j, bid in enumerate(top_ids):
+                LOG.info("Top shape: %s (%d)", " ".join(map(str, self._blobs[bid].shape)),
+                         self._blobs[bid].count)
+            n_params = len(layer.blobs)
+            if len(lp.param) > n_params:
+                raise NetDefinitionError(
+                    f"Layer '{lp.name}' ({lp.type}) has {len(lp.param)} param specs but only "
+                    f"{n_params} parameter blobs")
+            default_spec = caffe_pb2.ParamSpec()
+            prop = []
+            for pid in range(n_params):
+                spec = lp.param[pid] if pid < len(lp.param) else default_spec
+                pneed = spec.lr_mult != 0
+                need_backward |= pneed
+                prop.append(pneed)
+            layer.param_propagate_down = prop
+            self._param_id_vecs.append([])
+            for pid in range(n_params):
+                self._append_param(li, pid)
+            self._layer_need_backward.append(need_backward)
+            if need_backward:
+                for bid in top_ids:
+                    self._blob_need_backward[bid] = True
+
+        self._plan_backward(param)
+        self._outputs = sorted(available.values(), key=lambda b: self._blob_names[b])
+        self._share_weights()
+        self._finish_plan()
+        self._generation = STATE.generation
+        LOG.info("Network initialization done.")
+
+    def _append_param(self, li: int, pid: int) -> None:
+        lp = self._param.layer[li]
+        layer = self._layers[li]
+        spec = lp.param[pid] if pid < len(lp.param) else caffe_pb2.ParamSpec()
+        pname = spec.name
+        self._param_display_names.append(pname or str(pid))
+        net_pid = len(self._params)
+        self._params.append(layer.blobs[pid])
+        self._param_id_vecs[li].append(net_pid)
+        self._param_layer_indices.append((li, pid))
+        if not pname or pname not in self._param_names_index:
+            self._param_owners.append(-1)
+            if pname:
+                self._param_names_index[pname] = net_pid
+            self._learnable_param_ids.append(len(self._learnable_params))
+            self._learnable_params.append(layer.blobs[pid])
+            self._has_params_lr.append(spec.HasField("lr_mult"))
+            self._has_params_decay.append(spec.HasField("decay_mult"))
+            self._params_lr.append(spec.lr_mult)
+            self._params_weight_decay.append(spec.decay_mult)
+            return
+        owner = self._param_names_index[pname]
+        self._param_owners.append(owner)
+        oli, opid = self._param_layer_indices[owner]
+        this, other = layer.blobs[pid], self._layers[oli].blobs[opid]
+        permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+        if permissive and this.count != other.count:
+            raise ShapeMismatchError(
+                f"Cannot share param '{pname}' owned by layer '{self._layer_names[oli]}' with "
+                f"layer '{lp.name}': counts differ ({other.count} vs {this.count}) "
+                f"(shapes {other.shape} vs {this.shape})")
+        if not permissive and this.shape != other.shape:
+            raise ShapeMismatchError(
+                f"Cannot share param '{pname}' owned by layer '{self._layer_names[oli]}' with "
+                f"layer '{lp.name}': shapes differ ({other.shape} vs {this.shape}); use "
+                "share_mode: PERMISSIVE to share by count")
+        lid = self._learnable_param_ids[owner]
+        self._learnable_param_ids.append(lid)
+        for has, vals, field, what in (
+            (self._has_params_lr, self._params_lr, "lr_mult", "lr_mult"),
+            (self._has_params_decay, self._params_weight_decay, "decay_mult", "decay_mult"),
+        ):
+            if spec.HasField(field):
+                value = getattr(spec, field)
+                if has[lid] and vals[lid] != value:
+                    raise NetDefinitionError(
+                        f"Shared param '{pname}' has mismatched {what}: {vals[lid]} in its owner "
+                        f"and {value} in layer '{lp.name}'")
+                has[lid] = True
+                vals[lid] = value
+
+    def _share_weights(self) -> None:
+        for net_pid, owner in enumerate(self._param_owners):
+            if owner < 0:
+                continue
+            li, pid = self._param_layer_indices[net_pid]
+            oblob = self._params[owner]
+            layer = self._layers[li]
+            if layer.blobs[pid].shape == oblob.shape:
+                layer.blobs[pid] = oblob
+            else:
+                shared = Blob(*layer.blobs[pid].shape)
+                shared.share_data(oblob)
+                shared.share_diff(oblob)
+                layer.blobs[pid] = shared
+            self._params[net_pid] = layer.blobs[pid]
+
+    def _plan_backward(self, param: caffe_pb2.NetParameter) -> None:
+        """Which layers and bottoms need a backward (Caffe's loss-reachability pass)."""
+        under_loss: set[str] = set()
+        skip_backp: set[str] = set()
+        names = self._blob_names
+        for li in range(len(self._layers) - 1, -1, -1):
+            layer = self._layers[li]
+            contributes = False
+            skip_propagate = True
+            for j, bid in enumerate(self._top_ids[li]):
+                bname = names[bid]
+                if layer.loss(j) or bname in under_loss:
+                    contributes = True
+                if bname not in skip_backp:
+                    skip_propagate = False
+                if contributes and not skip_propagate:
+                    break
+            if self._layer_need_backward[li] and skip_propagate:
+                self._layer_need_backward[li] = False
+                self._bottom_need_backward[li] = [False] * len(self._bottom_ids[li])
+            if not contributes:
+                self._layer_need_backward[li] = False
+            for j, bid in enumerate(self._bottom_ids[li]):
+                if contributes:
+                    under_loss.add(names[bid])
+                else:
+                    self._bottom_need_backward[li][j] = False
+                if not self._bottom_need_backward[li][j]:
+                    skip_backp.add(names[bid])
+        if param.force_backward:
+            for li, layer in enumerate(self._layers):
+                self._layer_need_backward[li] = True
+                for j, bid in enumerate(self._bottom_ids[li]):
+                    allow = j not in type(layer).no_force_backward_bottoms
+                    self._bottom_need_backward[li][j] = self._bottom_need_backward[li][j] or allow
+                    self._blob_need_backward[bid] = (self._blob_need_backward[bid]
+                                                     or self._bottom_need_backward[li][j])
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    def _finish_plan(self) -> None:
+        """Precompute what the forward/backward loops need."""
+        self._loss_layers = [li for li, layer in enumerate(self._layers)
+                             if any(layer.loss_weights)]
+        for li, layer in enumerate(self._layers):
+            if not type(layer).has_backward:
+                self._layer_need_backward[li] = False
+            if self._layer_need_backward[li] and layer.uses_autograd():
+                layer._record_bottoms = list(self._bottom_need_backward[li])
+            else:
+                layer._record_bottoms = None
+        self._blobs_dict = OrderedDict(zip(self._blob_names, self._blobs))
+
+    # ------------------------------------------------------------------ device
+    def _sync_device(self) -> None:
+        if self._generation == STATE.generation:
+            return
+        seen: set[int] = set()
+        for blob in list(self._blobs) + [b for layer in self._layers for b in layer.blobs]:
+            if id(blob) not in seen:
+                seen.add(id(blob))
+                blob.to(STATE.device)
+        self._generation = STATE.generation
+
+    # ------------------------------------------------------------------ core passes
+    def _forward(self, start: int = 0, end: int | None = None) -> float:
+        """Run layers ``start..end`` (inclusive) forward; returns the total weighted loss."""
+        if end is None:
+            end = len(self._layers) - 1
+        self._sync_device()
+        layers, bottoms, tops = self._layers, self._bottom_vecs, self._top_vecs
+        before, after = self._before_forward, self._after_forward
+        li = start
+        stage = "reshape"
+        try:
+            with torch.no_grad():
+                for li in range(start, end + 1):
+                    for cb in before:
+                        cb(li)
+                    layer = layers[li]
+                    stage = "reshape"
+                    layer.reshape(bottoms[li], tops[li])
+                    stage = "forward"
+                    layer._forward(bottoms[li], tops[li])
+                    for cb in after:
+                        cb(li)
+                    if self.debug_info:
+                        self._log_forward_debug(li)
+        except Exception as e:
+            _raise_from(layers[li], stage, e)
+        loss = 0.0
+        for li in self._loss_layers:
+            if start <= li <= end:
+                for w, top in zip(layers[li].loss_weights, tops[li]):
+                    if w:
+                        loss += w * float(top.tensor.sum())
+        return loss
+
+    def _backward(self, start: int | None = None, end: int = 0) -> None:
+        """Run layers ``start`` down to ``end`` (inclusive) backward."""
+        if start is None:
+            start = len(self._layers) - 1
+        self._sync_device()
+        layers, bottoms, tops = self._layers, self._bottom_vecs, self._top_vecs
+        need, bneed = self._layer_need_backward, self._bottom_need_backward
+        before, after = self._before_backward, self._after_backward
+        li = start
+        try:
+            with torch.no_grad():
+                for li in range(start, end - 1, -1):
+                    for cb in before:
+                        cb(li)
+                    if need[li]:
+                        layers[li].backward(tops[li], bneed[li], bottoms[li])
+                        if self.debug_info:
+                            self._log_backward_debug(li)
+                    for cb in after:
+                        cb(li)
+        except Exception as e:
+            _raise_from(layers[li], "backward", e)
+
+    def _log_forward_debug(self, li: int) -> None:
+        for bid in self._top_ids[li]:
+            b = self._blobs[bid]
+            LOG.info("    [Forward] Layer %s, top blob %s data: %g", self._layer_names[li],
+                     self._blob_names[bid], float(b.tensor.abs().mean()) if b.count else 0.0)
+        for pid, net_pid in enumerate(self._param_id_vecs[li]):
+            p = self._params[net_pid]
+            LOG.info("    [Forward] Layer %s, param blob %d data: %g", self._layer_names[li], pid,
+                     float(p.tensor.abs().mean()) if p.count else 0.0)
+
+    def _log_backward_debug(self, li: int) -> None:
+        for j, bid in enumerate(self._bottom_ids[li]):
+            if self._bottom_need_backward[li][j]:
+                b = self._blobs[bid]
+                LOG.info("    [Backward] Layer %s, bottom blob %s diff: %g", self._layer_names[li],
+                         self._blob_names[bid],
+                         float(b.diff_tensor.abs().mean()) if b.count else 0.0)
+        for pid, net_pid in enumerate(self._param_id_vecs[li]):
+            p = self._params[net_pid]
+            LOG.info("    [Backward] Layer %s, param blob %d diff: %g", self._layer_names[li], pid,
+                     float(p.diff_tensor.abs().mean()) if p.count else 0.0)
+
+    def forward_prefilled(self) -> float:
+        return self._forward()
+
+    def forward_backward(self) -> float:
+        loss = self._forward()
+        self._backward()
+        return loss
+
+    # ------------------------------------------------------------------ pycaffe API
+    @property
+    def blobs(self) -> OrderedDict[str, Blob]:
+        """Blobs by name, in creation order (automatic split blobs included)."""
+        return self._blobs_dict
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self._layers
+
+    @property
+    def layer_dict(self) -> OrderedDict[str, Layer]:
+        return OrderedDict(zip(self._layer_names, self._layers))
+
+    @property
+    def params(self) -> OrderedDict[str, list[Blob]]:
+        """Parameter blobs of every layer that has any, by layer name."""
+        return OrderedDict((n, layer.blobs) for n, layer in zip(self._layer_names, self._layers)
+                           if len(layer.blobs) > 0)
+
+    @property
+    def blob_loss_weights(self) -> OrderedDict[str, float]:
+        return OrderedDict(zip(self._blob_names, self._blob_loss_weights))
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self._blob_names[i] for i in self._inputs]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self._blob_names[i] for i in self._outputs]
+
+    @property
+    def top_names(self) -> OrderedDict[str, list[str]]:
+        return OrderedDict((n, [self._blob_names[b] for b in ids])
+                           for n, ids in zip(self._layer_names, self._top_ids))
+
+    @property
+    def bottom_names(self) -> OrderedDict[str, list[str]]:
+        return OrderedDict((n, [self._blob_names[b] for b in ids])
+                           for n, ids in zip(self._layer_names, self._bottom_ids))
+
+    @property
+    def learnable_params(self) -> list[Blob]:
+        return self._learnable_params
+
+    @property
+    def params_lr(self) -> list[float]:
+        return self._params_lr
+
+    @property
+    def params_weight_decay(self) -> list[float]:
+        return self._params_weight_decay
+
+    @property
+    def layer_need_backward(self) -> list[bool]:
+        return list(self._layer_need_backward)
+
+    @property
+    def bottom_need_backward(self) -> list[list[bool]]:
+        return [list(v) for v in self._bottom_need_backward]
+
+    def _layer_index(self, name: str) -> int:
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise KeyError(f"net '{self.name}' has no layer named '{name}'; layers: "
+                           f"{self._layer_names}") from None
+
+    def forward(self, blobs: Sequence[str] | None = None, start: str | None = None,
+                end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
+        """Forward from layer ``start`` to ``end`` (names; default: the whole net). Keyword
+        arguments fill input blobs. Returns ``{name: data}`` for the outputs (or ``end``'s
+        tops) plus the blobs named in ``blobs``."""
+        blobs = list(blobs or [])
+        start_ind = self._layer_index(start) if start is not None else 0
+        if end is not None:
+            end_ind = self._layer_index(end)
+            outputs = set(self.top_names[end] + blobs)
+        else:
+            end_ind = len(self._layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise ValueError(f"Input blob arguments {sorted(kwargs)} do not match the net "
+                                 f"inputs {self.inputs}")
+            for name, arr in kwargs.items():
+                blob = self.blobs[name]
+                arr = np.asarray(arr)
+                if arr.shape[0] != blob.shape[0]:
+                    raise ValueError(f"Input '{name}' has {arr.shape[0]} items but the blob's "
+                                     f"batch size is {blob.shape[0]}; reshape the blob first")
+                blob.data[...] = arr
+        self._forward(start_ind, end_ind)
+        return {name: self.blobs[name].data for name in outputs}
+
+    def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
+                 end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
+        """Backward from layer ``start`` down to ``end``. Keyword arguments fill output diffs.
+        Returns ``{name: diff}`` for the inputs (or ``end``'s bottoms) plus ``diffs``."""
+        diffs = list(diffs or [])
+        start_ind = self._layer_index(start) if start is not None else len(self._layers) - 1
+        if end is not None:
+            end_ind = self._layer_index(end)
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise ValueError(f"Top diff arguments {sorted(kwargs)} do not match the net "
+                                 f"outputs {self.outputs}")
+            for name, arr in kwargs.items():
+                blob = self.blobs[name]
+                arr = np.asarray(arr)
+                if arr.shape[0] != blob.shape[0]:
+                    raise ValueError(f"Diff '{name}' has {arr.shape[0]} items but the blob's "
+                                     f"batch size is {blob.shape[0]}")
+                blob.diff[...] = arr
+        self._backward(start_ind, end_ind)
+        return {name: self.blobs[name].diff for name in outputs}
+
+    def _batches(self, arrays: dict[str, np.ndarray]):
+        names = list(arrays)
+        if not names:
+            return
+        batch = self.blobs[names[0]].shape[0]
+        total = len(arrays[names[0]])
+        for i in range(0, total, batch):
+            chunk = {}
+            for n in names:
+                part = np.asarray(arrays[n][i:i + batch])
+                if len(part) < batch:
+                    pad = np.zeros((batch - len(part),) + part.shape[1:], dtype=part.dtype)
+                    part = np.concatenate([part, pad])
+                chunk[n] = part
+            yield chunk, min(batch, total - i)
+
+    def forward_all(self, blobs: Sequence[str] | None = None, **kwargs) -> dict[str, np.ndarray]:
+        """Forward the whole input arrays in batches; returns outputs stacked over all items."""
+        out: dict[str, list[np.ndarray]] = {}
+        total = len(next(iter(kwargs.values()))) if kwargs else 0
+        for chunk, n in self._batches(kwargs):
+            for k, v in self.forward(blobs=blobs, **chunk).items():
+                out.setdefault(k, []).append(v[:n].copy())
+        if not kwargs:
+            return {k: v.copy() for k, v in self.forward(blobs=blobs).items()}
+        return {k: np.concatenate(v)[:total] for k, v in out.items()}
+
+    def forward_backward_all(self, blobs: Sequence[str] | None = None,
+                             diffs: Sequence[str] | None = None, **kwargs):
+        """Forward and backward over all input (and output-diff) arrays in batches."""
+        fin = {k: v for k, v in kwargs.items() if k in self.inputs}
+        bin_ = {k: v for k, v in kwargs.items() if k in self.outputs}
+        all_outs: dict[str, list] = {}
+        all_diffs: dict[str, list] = {}
+        fb = list(self._batches(fin)) or [({}, None)]
+        bb = list(self._batches(bin_)) or [({}, None)] * len(fb)
+        for (fc, n), (bc, _) in zip(fb, bb):
+            for k, v in self.forward(blobs=blobs, **fc).items():
+                all_outs.setdefault(k, []).append(v[:n].copy() if n else v.copy())
+            for k, v in self.backward(diffs=diffs, **bc).items():
+                all_diffs.setdefault(k, []).append(v[:n].copy() if n else v.copy())
+        return ({k: np.concatenate(v) for k, v in all_outs.items()},
+                {k: np.concatenate(v) for k, v in all_diffs.items()})
+
+    def reshape(self) -> None:
+        """Re-run every layer's reshape (after an input blob changed shape)."""
+        for li, layer in enumerate(self._layers):
+            try:
+                layer.reshape(self._bottom_vecs[li], self._top_vecs[li])
+            except Exception as e:
+                _raise_from(layer, "reshape", e)
+
+    def clear_param_diffs(self) -> None:
+        for p in self._learnable_params:
+            if p.has_diff:
+                p.diff_tensor.zero_()
+
+    def update(self) -> None:
+        """``data -= diff`` for every learnable parameter (Caffe's Net::Update)."""
+        for p in self._learnable_params:
+            p.tensor.sub_(p.diff_tensor)
+
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray, index: int = 0) -> None:
+        """Hand arrays to the MemoryData layer at ``index`` (pycaffe's ``set_input_arrays``)."""
+        layer = self._layers[index]
+        if layer.type != "MemoryData":
+            raise NetDefinitionError(
+                f"set_input_arrays needs a MemoryData layer at index {index}; layer "
+                f"'{layer.name}' is {layer.type}")
+        layer.reset(data, labels, len(data))
+
+    def _set_input_arrays(self, data, labels, index: int = 0) -> None:
+        self.set_input_arrays(data, labels, index)
+
+    # callbacks (pycaffe's Net.before_forward(callable) etc.; the callable gets the layer index)
+    def before_forward(self, fn: Callable[[int], None]) -> None:
+        self._before_forward.append(fn)
+
+    def after_forward(self, fn: Callable[[int], None]) -> None:
+        self._after_forward.append(fn)
+
+    def before_backward(self, fn: Callable[[int], None]) -> None:
+        self._before_backward.append(fn)
+
+    def after_backward(self, fn: Callable[[int], None]) -> None:
+        self._after_backward.append(fn)
+
+    # ------------------------------------------------------------------ weights
+    def copy_from(self, path: str) -> None:
+        """Load weights by layer name from a binary caffemodel or an HDF5 file."""
+        model_io.copy_trained_layers(self, str(path))
+
+    def copy_trained_layers_from(self, path: str) -> None:
+        self.copy_from(path)
+
+    def share_with(self, other: Net) -> None:
+        """Share parameter memory with ``other`` for layers of the same name."""
+        theirs = dict(zip(other._layer_names, other._layers))
+        for name, layer in zip(self._layer_names, self._layers):
+            src = theirs.get(name)
+            if src is None:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise ShapeMismatchError(
+                    f"share_with: layer '{name}' has {len(layer.blobs)} param blobs here and "
+                    f"{len(src.blobs)} in the source net")
+            for j, (mine, their) in enumerate(zip(layer.blobs, src.blobs)):
+                if mine.shape != their.shape:
+                    raise ShapeMismatchError(
+                        f"share_with: layer '{name}' param {j} has shape {mine.shape} here and "
+                        f"{their.shape} in the source net")
+                mine.share_data(their)
+
+    def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
+        """The net (every layer, split layers included) with its parameter blobs."""
+        return model_io.net_to_proto(self, write_diff)
+
+    def save(self, path: str, write_diff: bool = False) -> None:
+        """Write a binary caffemodel that BVLC Caffe can load."""
+        files.write_binary(str(path), self.to_proto(write_diff))
+
+    def save_hdf5(self, path: str, write_diff: bool = False) -> None:
+        model_io.save_hdf5(self, str(path), write_diff)
+
+    def load_hdf5(self, path: str) -> None:
+        model_io.copy_trained_layers(self, str(path))
+
+    def __repr__(self) -> str:
+        return f"<caffe.Net '{self.name}' {self.phase} {len(self._layers)} layers>"

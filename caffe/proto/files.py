@@ -1,0 +1,116 @@
+"""Reading and writing Caffe's protobuf files with errors that name the file and the place.
+
+Every reader here treats its input as untrusted: a syntax error gives file, line and column; a
+truncated or corrupt binary file gives the file and what was expected; nothing is executed.
+Writers go through a temporary file and a rename, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from google.protobuf import message as pb_message
+from google.protobuf import text_format
+
+from caffe.errors import FileFormatError, ProtoError
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileFormatError(f"{what} file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{what} file '{path}' is a directory, not a file") from None
+    except OSError as e:
+        raise FileFormatError(f"cannot read {what} file '{path}': {e.strerror}") from None
+
+
+def parse_text(text: str, msg: pb_message.Message, source: str = "<string>",
+               allow_unknown: bool = False) -> pb_message.Message:
+    """Merge prototxt ``text`` into ``msg``. Syntax errors name ``source``, line and column."""
+    try:
+        text_format.Merge(text, msg, allow_unknown_field=allow_unknown)
+    except text_format.ParseError as e:
+        line, col = e.GetLine(), e.GetColumn()
+        detail = str(e)
+        # protobuf prefixes "line:col : " to its message; keep only the explanation
+        if line is not None and detail.startswith(f"{line}:"):
+            detail = detail.split(" : ", 1)[-1]
+        where = f"{source}:{line}:{col}" if line is not None else source
+        raise ProtoError(f"{where}: cannot parse {msg.DESCRIPTOR.name}: {detail}") from None
+    return msg
+
+
+def read_text(path: str, msg: pb_message.Message, allow_unknown: bool = False):
+    """Read a text-format protobuf file into ``msg``."""
+    data = _read_bytes(path, msg.DESCRIPTOR.name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileFormatError(
+            f"{path}: not a text {msg.DESCRIPTOR.name} (byte {e.start} is not UTF-8); "
+            "is it a binary file?") from None
+    return parse_text(text, msg, path, allow_unknown)
+
+
+def parse_binary(data: bytes, msg: pb_message.Message, source: str = "<bytes>"):
+    """Parse wire-format ``data`` into ``msg``; a corrupt or truncated input names ``source``."""
+    try:
+        msg.ParseFromString(data)
+    except (pb_message.DecodeError, ValueError, RuntimeError) as e:
+        raise FileFormatError(
+            f"{source}: not a valid binary {msg.DESCRIPTOR.name} ({len(data)} bytes; the file "
+            f"is truncated, corrupt, or of another kind: {e})") from None
+    return msg
+
+
+def read_binary(path: str, msg: pb_message.Message):
+    """Read a binary (wire-format) protobuf file into ``msg``."""
+    return parse_binary(_read_bytes(path, msg.DESCRIPTOR.name), msg, path)
+
+
+def read_text_or_binary(path: str, msg: pb_message.Message, allow_unknown: bool = False):
+    """Read ``path`` as a prototxt, or as a binary protobuf when it is not valid text."""
+    data = _read_bytes(path, msg.DESCRIPTOR.name)
+    try:
+        return parse_text(data.decode("utf-8"), msg, path, allow_unknown)
+    except (UnicodeDecodeError, ProtoError) as e:
+        text_error = e
+    msg.Clear()
+    try:
+        return parse_binary(data, msg, path)
+    except FileFormatError:
+        if isinstance(text_error, ProtoError):
+            raise text_error from None
+        raise FileFormatError(
+            f"{path}: neither a text nor a binary {msg.DESCRIPTOR.name}") from None
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, flushed and
+    renamed, so readers see the old file or the new one, never a partial one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_binary(path: str, msg: pb_message.Message) -> None:
+    write_atomic(path, msg.SerializeToString())
+
+
+def write_text(path: str, msg: pb_message.Message) -> None:
+    write_atomic(path, text_format.MessageToString(msg).encode("utf-8"))
