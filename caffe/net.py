@@ -351,7 +351,7 @@ class Net:
                     self._blob_loss_weights.append(0.0)
                 self._blob_loss_weights[bid] = layer.loss(j)
             LOG.info("Setting up %s", lp.name)
-            for j, bid in enumerate(top_ids):
+            for bid in top_ids:
                 LOG.info("Top shape: %s (%d)", " ".join(map(str, self._blobs[bid].shape)),
                          self._blobs[bid].count)
             n_params = len(layer.blobs)
