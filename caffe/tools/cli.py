@@ -1,0 +1,76 @@
+"""The ``caffe`` command: ``caffe <command> [flags]``, with Caffe's gflags spelling accepted
+(``-solver x``, ``-solver=x``, ``--solver x``).
+
+Subcommands are discovered from the modules of ``caffe.tools`` (see its docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import re
+import sys
+from collections.abc import Sequence
+
+import caffe.tools
+
+
+def normalize_flags(argv: Sequence[str]) -> list[str]:
+    """Turn gflags-style single-dash long flags (``-solver``) into ``--solver``; keep negative
+    numbers and short flags (``-o``) as they are."""
+    out = []
+    for a in argv:
+        if re.match(r"^-[A-Za-z_][A-Za-z0-9_]+(=.*)?$", a):
+            a = "-" + a
+        out.append(a)
+    return out
+
+
+def _commands() -> dict[str, object]:
+    found = {}
+    for info in pkgutil.iter_modules(caffe.tools.__path__):
+        if info.name in ("cli", "__main__"):
+            continue
+        module = importlib.import_module(f"caffe.tools.{info.name}")
+        name = getattr(module, "COMMAND", None)
+        if name:
+            found[name] = module
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caffe", description="neocaffe: Caffe's command line on PyTorch.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for name, module in sorted(_commands().items()):
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(normalize_flags(argv))
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    from caffe.errors import CaffeError
+
+    try:
+        return int(args._run(args) or 0)
+    except CaffeError as e:
+        print(f"caffe {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def tool_main(command: str) -> int:
+    """Entry point for a tool's own console script (``convert_imageset ...``)."""
+    return main([command] + sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Rows of the layer table, one module per family."""
