@@ -71,6 +71,8 @@ class Layer:
         self.phase = Phase(phase if phase is not None else layer_param.phase)
         self.param_str = layer_param.python_param.param_str
         self.blobs = BlobVec()
+        #: settings from unknown ``*_param`` blocks (fork nets loaded with strict=False)
+        self.extra_params: dict = {}
         self.loss_weights: list[float] = []
         self.param_propagate_down: list[bool] = []
         self._graph = None

@@ -26,9 +26,10 @@ from caffe.errors import (
     NetDefinitionError,
     PythonLayerError,
     ShapeMismatchError,
+    UnknownLayerTypeError,
 )
 from caffe.layer import Layer, Phase
-from caffe.proto import caffe_pb2, files, upgrade
+from caffe.proto import caffe_pb2, files, tolerant, upgrade
 from caffe.registry import layer_class
 
 
@@ -205,7 +206,7 @@ class Net:
 
     def __init__(self, network, *args, phase: int | None = None, level: int = 0,
                  stages: Iterable[str] | None = None, weights: str | None = None,
-                 allow_python_layers: bool = True) -> None:
+                 allow_python_layers: bool = True, strict: bool = True) -> None:
         args = list(args)
         if args and isinstance(args[0], (str, bytes)) or (args and hasattr(args[0], "__fspath__")):
             weights = str(args.pop(0))
@@ -216,13 +217,15 @@ class Net:
                             "Net(network_file, weights_file, phase)")
         if phase is None:
             raise TypeError("Net(...) needs a phase: caffe.TRAIN or caffe.TEST")
+        extras: dict[int, dict] = {}
         if isinstance(network, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(network)
             source = f"<NetParameter {param.name}>"
         else:
             source = str(network)
-            param = files.read_text(source, caffe_pb2.NetParameter())
+            param, extras = tolerant.parse_net_text(files.read_utf8(source, "NetParameter"),
+                                                    source, strict)
         upgrade.upgrade_net_as_needed(param, source)
         param.state.phase = int(phase)
         param.state.level = int(level)
@@ -230,6 +233,8 @@ class Net:
             param.state.ClearField("stage")
             param.state.stage.extend(list(stages))
         self._source = source
+        self._extra_params = {param.layer[i].name: fields for i, fields in extras.items()
+                              if i < len(param.layer)}
         self._init(param, Phase(int(phase)), allow_python_layers)
         if weights:
             self.copy_from(weights)
@@ -286,7 +291,11 @@ class Net:
                 raise NetDefinitionError(
                     f"Layer '{lp.name}' ({lp.type}) has {len(lp.propagate_down)} propagate_down "
                     f"values for {len(lp.bottom)} bottoms; give one per bottom or none")
-            layer = create_layer(lp, phase, allow_python_layers)
+            try:
+                layer = create_layer(lp, phase, allow_python_layers)
+            except UnknownLayerTypeError as e:
+                raise UnknownLayerTypeError(f"{self._source}: {e}") from None
+            layer.extra_params = self._extra_params.get(lp.name, {})
             self._layers.append(layer)
             self._layer_names.append(lp.name)
             bottoms, bottom_ids, bneed = [], [], []

@@ -44,15 +44,20 @@ def parse_text(text: str, msg: pb_message.Message, source: str = "<string>",
     return msg
 
 
-def read_text(path: str, msg: pb_message.Message, allow_unknown: bool = False):
-    """Read a text-format protobuf file into ``msg``."""
-    data = _read_bytes(path, msg.DESCRIPTOR.name)
+def read_utf8(path: str, what: str) -> str:
+    """The contents of a text file; a binary or non-UTF-8 file raises naming ``path``."""
+    data = _read_bytes(path, what)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FileFormatError(
-            f"{path}: not a text {msg.DESCRIPTOR.name} (byte {e.start} is not UTF-8); "
-            "is it a binary file?") from None
+            f"{path}: not a text {what} (byte {e.start} is not UTF-8); is it a binary "
+            "file?") from None
+
+
+def read_text(path: str, msg: pb_message.Message, allow_unknown: bool = False):
+    """Read a text-format protobuf file into ``msg``."""
+    text = read_utf8(path, msg.DESCRIPTOR.name)
     return parse_text(text, msg, path, allow_unknown)
 
 

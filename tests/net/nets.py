@@ -1,0 +1,39 @@
+"""Small nets (prototxt text) and helpers shared by the Net tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from google.protobuf import text_format
+
+import caffe
+from caffe.proto import caffe_pb2
+
+
+def net_param(text: str) -> caffe_pb2.NetParameter:
+    return text_format.Parse(text, caffe_pb2.NetParameter())
+
+
+def write(text: str, suffix: str = ".prototxt", folder: str | None = None) -> str:
+    fd, path = tempfile.mkstemp(suffix=suffix, dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def make_net(text: str, phase=caffe.TRAIN, **kw) -> caffe.Net:
+    return caffe.Net(net_param(text), phase, **kw)
+
+
+IP_FILLERS = ("weight_filler { type: 'gaussian' std: 0.5 } "
+              "bias_filler { type: 'uniform' min: -0.5 max: 0.5 }")
+
+LINREG = """
+name: "linreg"
+layer { name: "input" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+        inner_product_param { num_output: 2 %s } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "fc" bottom: "label" top: "loss" }
+""" % IP_FILLERS

@@ -1,0 +1,96 @@
+"""Malformed nets: syntax errors with file:line:col, unknown fields (strict and tolerant),
+unknown types, unknown bottoms, binary files given as prototxt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import caffe
+from caffe.errors import CaffeError, NetDefinitionError, ProtoError, UnknownLayerTypeError
+from nets import write
+
+GOOD = """name: "n"
+layer {
+  name: "input"
+  type: "Input"
+  top: "x"
+  input_param { shape { dim: 2 dim: 3 } }
+}
+layer {
+  name: "relu"
+  type: "ReLU"
+  bottom: "x"
+  top: "y"
+}
+"""
+
+
+def test_syntax_error_names_file_line_and_column():
+    path = write(GOOD.replace('type: "ReLU"', 'type: "ReLU" }}'))
+    with pytest.raises(ProtoError, match=rf"{path}:10:\d+: cannot parse NetParameter"):
+        caffe.Net(path, caffe.TEST)
+
+
+def test_unknown_field_names_file_line_field_and_layer():
+    path = write(GOOD.replace('type: "ReLU"', 'type: "ReLU"\n  relu6_param { clip: 6 }'))
+    with pytest.raises(ProtoError, match=rf"{path}:11:3.*layer 'relu'.*relu6_param.*strict=False"):
+        caffe.Net(path, caffe.TEST)
+
+
+def test_tolerant_mode_skips_unknown_fields_and_keeps_param_blocks(caplog):
+    text = GOOD.replace('type: "ReLU"',
+                        'type: "ReLU"\n  relu6_param { clip: 6 mode: "x" v: 1 v: 2 }\n  junk: 3')
+    path = write(text)
+    net = caffe.Net(path, caffe.TEST, strict=False)
+    assert net.layer_dict["relu"].extra_params == {
+        "relu6_param": {"clip": 6, "mode": "x", "v": [1, 2]}, "junk": 3}
+    net.blobs["x"].data[...] = -1
+    assert not net.forward()["y"].any()
+
+
+def test_unknown_type_lists_known_types_and_file():
+    path = write(GOOD.replace('"ReLU"', '"ReLU6"'))
+    with pytest.raises(UnknownLayerTypeError, match=rf"{path}.*'relu'.*'ReLU6'.*Known types:.*"
+                                                    "ReLU.*register_layer"):
+        caffe.Net(path, caffe.TEST)
+
+
+def test_register_layer_supplies_a_fork_type():
+    @caffe.register_layer("ReLU6ForTest")
+    class ReLU6(caffe.Layer):
+        def reshape(self, bottom, top):
+            top[0].reshape(*bottom[0].shape)
+
+        def forward(self, bottom, top):
+            top[0].tensor[...] = bottom[0].tensor.clamp(0, 6)
+
+    path = write(GOOD.replace('"ReLU"', '"ReLU6ForTest"'))
+    net = caffe.Net(path, caffe.TEST)
+    net.blobs["x"].data[...] = [[-1, 3, 9], [7, 0, 2]]
+    np.testing.assert_array_equal(net.forward()["y"], [[0, 3, 6], [6, 0, 2]])
+
+
+def test_unknown_bottom_names_layer_and_index():
+    path = write(GOOD.replace('bottom: "x"', 'bottom: "nope"'))
+    with pytest.raises(NetDefinitionError, match="'relu'.*bottom 0.*'nope'"):
+        caffe.Net(path, caffe.TEST)
+
+
+def test_binary_file_as_prototxt():
+    path = write("")
+    open(path, "wb").write(b"\x08\x96\x01\xff\xfe\x00")
+    with pytest.raises(ProtoError, match="not a text NetParameter"):
+        caffe.Net(path, caffe.TEST)
+
+
+def test_missing_file():
+    with pytest.raises(CaffeError, match="does not exist"):
+        caffe.Net("/nonexistent/net.prototxt", caffe.TEST)
+
+
+def test_bad_shape_in_layer_names_layer():
+    text = GOOD.replace('type: "ReLU"', 'type: "InnerProduct"\n'
+                        '  inner_product_param { num_output: 0 }')
+    with pytest.raises(CaffeError, match="'relu'.*num_output must be positive, got 0"):
+        caffe.Net(write(text), caffe.TEST)

@@ -1,0 +1,198 @@
+"""Python layers inside nets: the classic Euclidean example, param_str and phase, learnable
+blobs, propagate_down, autograd backward, and errors from user code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import caffe
+from caffe.errors import BlobCountError, CaffeError, PythonLayerError
+from nets import IP_FILLERS, make_net, write
+
+
+def _euclid_net(module: str, extra: str = "") -> str:
+    return """
+    %s
+    layer { name: "input" type: "Input" top: "data" top: "label"
+            input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+    layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+            inner_product_param { num_output: 2 %s } }
+    layer { name: "loss" type: "Python" bottom: "fc" bottom: "label" top: "loss"
+            python_param { module: "%s" layer: "EuclideanLoss" } loss_weight: 1 }
+    """ % (extra, IP_FILLERS, module)
+
+
+def test_python_euclidean_loss_matches_builtin(python_layer_module):
+    net = make_net(_euclid_net(python_layer_module, "force_backward: true"))
+    ref = make_net(_euclid_net(python_layer_module, "force_backward: true").replace(
+        'type: "Python"', 'type: "EuclideanLoss"'))
+    for j in range(2):
+        ref.params["fc"][j].data[...] = net.params["fc"][j].data
+    rng = np.random.default_rng(3)
+    for n in (net, ref):
+        n.blobs["data"].data[...] = rng.standard_normal((4, 3)) if n is net else \
+            net.blobs["data"].data
+        n.blobs["label"].data[...] = np.arange(8).reshape(4, 2) / 8.0
+    out = net.forward()
+    ref_out = ref.forward()
+    assert float(out["loss"][0]) == pytest.approx(float(ref_out["loss"]), rel=1e-6)
+    net.backward()
+    ref.backward()
+    for name in ("fc", "data", "label"):
+        np.testing.assert_allclose(net.blobs[name].diff, ref.blobs[name].diff, rtol=1e-5)
+    np.testing.assert_allclose(net.params["fc"][0].diff, ref.params["fc"][0].diff, rtol=1e-5)
+    assert isinstance(net.layers[2], caffe.Layer) and net.layers[2].type == "Python"
+
+
+def test_propagate_down_is_a_list_of_bools_and_label_gets_nothing(python_layer_module):
+    net = make_net(_euclid_net(python_layer_module))
+    seen = []
+    layer = net.layers[2]
+    original = layer.backward
+
+    def spy(top, propagate_down, bottom):
+        seen.append(list(propagate_down))
+        original(top, propagate_down, bottom)
+
+    layer.backward = spy
+    net.blobs["data"].data[...] = 1.0
+    net.forward()
+    net.backward()
+    assert seen == [[True, False]]
+    assert not net.blobs["label"].diff.any()
+
+
+def test_param_str_and_phase(python_layer_module):
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 3 } } }
+    layer { name: "p" type: "Python" bottom: "x" top: "y"
+            python_param { module: "%s" layer: "ParamStr" param_str: "2.5" } }
+    """ % python_layer_module
+    net = make_net(text, caffe.TEST)
+    layer = net.layers[1]
+    assert layer.param_str == "2.5" and layer.param_str_ == "2.5"
+    assert layer.seen_phase == caffe.TEST and str(layer.seen_phase) == "TEST"
+    net.blobs["x"].data[...] = [1, 2, 3]
+    np.testing.assert_allclose(net.forward()["y"], [2.5, 5, 7.5])
+
+
+def test_learnable_python_params_are_updated_and_shared(python_layer_module):
+    text = """
+    force_backward: true
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 3 } } }
+    layer { name: "s1" type: "Python" bottom: "x" top: "y"
+            param { name: "shared" } python_param { module: "%s" layer: "LearnedScale" } }
+    layer { name: "s2" type: "Python" bottom: "y" top: "z"
+            param { name: "shared" } python_param { module: "%s" layer: "LearnedScale" } }
+    """ % (python_layer_module, python_layer_module)
+    net = make_net(text)
+    assert net.params["s1"][0] is net.params["s2"][0]
+    assert len(net.learnable_params) == 1
+    net.blobs["x"].data[...] = [1, 2, 3]
+    net.forward()
+    net.blobs["z"].diff[...] = 1.0
+    net.backward()
+    # z = w^2 x, dz/dw = 2 w x = 2 * 6 summed over x
+    assert net.params["s1"][0].diff[0] == pytest.approx(12.0)
+
+
+def test_autograd_backward_for_a_layer_without_backward(python_layer_module):
+    text = """
+    force_backward: true
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "cube" type: "Python" bottom: "x" top: "y"
+            python_param { module: "%s" layer: "Cube" } }
+    """ % python_layer_module
+    net = make_net(text)
+    x = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    net.blobs["x"].data[...] = x
+    np.testing.assert_allclose(net.forward()["y"], x ** 3)
+    net.blobs["y"].diff[...] = [1, 2, 3, 4]
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, 3 * x ** 2 * [1, 2, 3, 4], rtol=1e-6)
+
+
+def test_numpy_layer_without_backward_says_how_to_fix(python_layer_module):
+    text = """
+    force_backward: true
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "np2" type: "Python" bottom: "x" top: "y"
+            python_param { module: "%s" layer: "NumpyNoBackward" } }
+    """ % python_layer_module
+    net = make_net(text)
+    net.forward()
+    with pytest.raises(PythonLayerError, match="'np2'.*defines no backward.*blob.tensor"):
+        net.backward()
+
+
+def test_exception_in_user_code_names_the_layer(python_layer_module):
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "bad" type: "Python" bottom: "x" top: "y"
+            python_param { module: "%s" layer: "Broken" } }
+    """ % python_layer_module
+    net = make_net(text)
+    with pytest.raises(PythonLayerError, match="'bad'.*Broken.*forward.*boom in user code") as e:
+        net.forward()
+    assert isinstance(e.value.__cause__, ValueError)
+
+
+def test_exception_in_python_setup_names_the_layer(python_layer_module):
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "loss" type: "Python" bottom: "x" top: "y"
+            python_param { module: "%s" layer: "EuclideanLoss" } }
+    """ % python_layer_module
+    with pytest.raises(PythonLayerError, match="'loss'.*setup.*Need two inputs"):
+        make_net(text)
+
+
+def test_declared_blob_counts_are_checked_before_setup(tmp_path, monkeypatch):
+    (tmp_path / "declared_layers.py").write_text(
+        "import caffe\n"
+        "class Two(caffe.Layer):\n"
+        "    exact_num_bottom_blobs = 2\n"
+        "    def setup(self, bottom, top):\n"
+        "        raise RuntimeError('setup must not run')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = """
+    layer { name: "input" type: "Input" top: "fc8" input_param { shape { dim: 4 } } }
+    layer { name: "loss" type: "Python" bottom: "fc8" top: "y"
+            python_param { module: "declared_layers" layer: "Two" } }
+    """
+    with pytest.raises(BlobCountError,
+                       match=r"Layer 'loss' \(Python\) takes 2 bottom blobs, got 1: \['fc8'\]"):
+        make_net(text)
+
+
+def test_missing_module_names_module_and_sys_path():
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "p" type: "Python" bottom: "x" top: "y"
+            python_param { module: "no_such_module_xyz" layer: "L" } }
+    """
+    with pytest.raises(PythonLayerError, match="no_such_module_xyz.*sys.path"):
+        make_net(text)
+
+
+def test_python_layers_can_be_refused(python_layer_module):
+    with pytest.raises(PythonLayerError, match="allow_python_layers=False"):
+        make_net(_euclid_net(python_layer_module), allow_python_layers=False)
+
+
+def test_builtin_blob_count_error_message():
+    text = """
+    layer { name: "input" type: "Input" top: "fc8" input_param { shape { dim: 4 } } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "fc8" top: "loss" }
+    """
+    with pytest.raises(BlobCountError,
+                       match=r"Layer 'loss' \(EuclideanLoss\) takes 2 bottom blobs, got 1: "
+                             r"\['fc8'\]"):
+        make_net(text)
+
+
+def test_errors_are_caffe_errors_from_a_file(python_layer_module):
+    path = write(_euclid_net(python_layer_module).replace('"Python"', '"Pythn"'))
+    with pytest.raises(CaffeError, match="unknown type 'Pythn'.*Known types:.*InnerProduct"):
+        caffe.Net(path, caffe.TRAIN)

@@ -1,0 +1,143 @@
+"""Weights in and out: caffemodel and HDF5 round trips, matching by layer name, shape errors,
+legacy 4-D shapes, corrupt files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import caffe
+from caffe.errors import FileFormatError, ShapeMismatchError
+from caffe.proto import caffe_pb2
+from nets import LINREG, make_net
+
+
+def _randomize(net, seed=0):
+    rng = np.random.default_rng(seed)
+    for blobs in net.params.values():
+        for b in blobs:
+            b.data[...] = rng.standard_normal(b.shape)
+
+
+@pytest.mark.parametrize("fmt", ["caffemodel", "h5"])
+def test_save_and_copy_from_round_trip(tmp_path, fmt):
+    net = make_net(LINREG)
+    _randomize(net)
+    path = str(tmp_path / f"w.{fmt}")
+    if fmt == "h5":
+        net.save_hdf5(path)
+    else:
+        net.save(path)
+    other = make_net(LINREG)
+    other.copy_from(path)
+    for name in net.params:
+        for a, b in zip(net.params[name], other.params[name]):
+            np.testing.assert_array_equal(a.data, b.data)
+    third = caffe.Net(_write_net(tmp_path), caffe.TEST, weights=path)
+    np.testing.assert_array_equal(third.params["fc"][0].data, net.params["fc"][0].data)
+    fourth = caffe.Net(_write_net(tmp_path), path, caffe.TEST)  # legacy argument order
+    np.testing.assert_array_equal(fourth.params["fc"][1].data, net.params["fc"][1].data)
+
+
+def _write_net(tmp_path):
+    p = tmp_path / "net.prototxt"
+    p.write_text(LINREG)
+    return str(p)
+
+
+def test_saved_caffemodel_is_a_plain_netparameter(tmp_path):
+    net = make_net(LINREG)
+    path = str(tmp_path / "w.caffemodel")
+    net.save(path)
+    param = caffe_pb2.NetParameter.FromString(open(path, "rb").read())
+    assert [lp.name for lp in param.layer] == ["input", "fc", "loss"]
+    fc = param.layer[1]
+    assert list(fc.blobs[0].shape.dim) == [2, 3] and len(fc.blobs[0].data) == 6
+    assert len(fc.blobs[0].diff) == 0
+
+
+def test_unknown_source_layers_are_ignored_and_shape_mismatch_raises(tmp_path):
+    param = caffe_pb2.NetParameter()
+    extra = param.layer.add(name="not_in_net", type="InnerProduct")
+    extra.blobs.add().shape.dim.extend([1])
+    extra.blobs[0].data.append(1.0)
+    bad = param.layer.add(name="fc", type="InnerProduct")
+    bad.blobs.add().shape.dim.extend([3, 3])
+    bad.blobs[0].data.extend([0.0] * 9)
+    bad.blobs.add().shape.dim.extend([2])
+    bad.blobs[1].data.extend([0.0] * 2)
+    path = str(tmp_path / "bad.caffemodel")
+    open(path, "wb").write(param.SerializeToString())
+    net = make_net(LINREG)
+    with pytest.raises(ShapeMismatchError, match=r"layer 'fc'.*3 3.*2 3"):
+        net.copy_from(path)
+
+
+def test_legacy_4d_blob_shape_is_accepted(tmp_path):
+    net = make_net(LINREG)
+    param = caffe_pb2.NetParameter()
+    lp = param.layer.add(name="fc")
+    w = lp.blobs.add(num=1, channels=1, height=2, width=3)
+    w.data.extend(range(6))
+    b = lp.blobs.add(num=1, channels=1, height=1, width=2)
+    b.data.extend([7, 8])
+    path = str(tmp_path / "legacy.caffemodel")
+    open(path, "wb").write(param.SerializeToString())
+    net.copy_from(path)
+    np.testing.assert_array_equal(net.params["fc"][0].data, np.arange(6).reshape(2, 3))
+    np.testing.assert_array_equal(net.params["fc"][1].data, [7, 8])
+
+
+def test_blob_with_fewer_values_than_its_shape_is_rejected(tmp_path):
+    param = caffe_pb2.NetParameter()
+    lp = param.layer.add(name="fc")
+    lp.blobs.add().shape.dim.extend([2, 3])
+    lp.blobs[0].data.extend([1.0])
+    lp.blobs.add().shape.dim.extend([2])
+    lp.blobs[1].data.extend([1.0, 2.0])
+    path = str(tmp_path / "short.caffemodel")
+    open(path, "wb").write(param.SerializeToString())
+    with pytest.raises(FileFormatError, match=r"short.caffemodel.*'fc' blob 0.*6 values.*holds 1"):
+        make_net(LINREG).copy_from(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "empty_dir"])
+def test_corrupt_or_missing_caffemodel_names_the_file(tmp_path, damage):
+    net = make_net(LINREG)
+    good = str(tmp_path / "good.caffemodel")
+    net.save(good)
+    data = open(good, "rb").read()
+    path = str(tmp_path / "bad.caffemodel")
+    if damage == "truncate":
+        open(path, "wb").write(data[: len(data) // 2])
+    elif damage == "garbage":
+        open(path, "wb").write(b"\xff\xfe\x00garbage" * 10)
+    elif damage == "empty_dir":
+        os.mkdir(path)
+    with pytest.raises(FileFormatError, match="bad.caffemodel"):
+        net.copy_from(path)
+
+
+def test_share_with_shares_memory():
+    a, b = make_net(LINREG), make_net(LINREG)
+    b.share_with(a)
+    a.params["fc"][0].data[...] = 3.0
+    assert (b.params["fc"][0].data == 3.0).all()
+
+
+def test_python_layer_params_are_saved_and_loaded(tmp_path, python_layer_module):
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+    layer { name: "scale" type: "Python" bottom: "x" top: "y"
+            python_param { module: "%s" layer: "LearnedScale" } }
+    """ % python_layer_module
+    net = make_net(text)
+    net.params["scale"][0].data[...] = 2.5
+    path = str(tmp_path / "py.caffemodel")
+    net.save(path)
+    other = make_net(text)
+    assert other.params["scale"][0].data[0] == 1.0
+    other.copy_from(path)
+    assert other.params["scale"][0].data[0] == 2.5
