@@ -4,7 +4,6 @@ Convolution, Pooling, SoftmaxWithLoss, EuclideanLoss, Accuracy."""
 from __future__ import annotations
 
 import numpy as np
-
 from layer_db import LayerCase
 
 
