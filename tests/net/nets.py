@@ -15,8 +15,12 @@ def net_param(text: str) -> caffe_pb2.NetParameter:
     return text_format.Parse(text, caffe_pb2.NetParameter())
 
 
+_FOLDER = tempfile.TemporaryDirectory(prefix="neocaffe-tests-")
+
+
 def write(text: str, suffix: str = ".prototxt", folder: str | None = None) -> str:
-    fd, path = tempfile.mkstemp(suffix=suffix, dir=folder)
+    """Write ``text`` to a new file in a folder removed when the test process exits."""
+    fd, path = tempfile.mkstemp(suffix=suffix, dir=folder or _FOLDER.name)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return path
