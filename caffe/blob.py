@@ -22,6 +22,19 @@ from caffe.errors import ShapeMismatchError
 _HOST_STALE, _HOST_SYNCED, _HOST_HEAD = 0, 1, 2
 
 
+class _Transfers:
+    """Bytes copied between host mirrors and device tensors (NumPy access in GPU mode)."""
+
+    host_to_device = 0
+    device_to_host = 0
+
+    def reset(self) -> None:
+        self.host_to_device = self.device_to_host = 0
+
+
+TRANSFERS = _Transfers()
+
+
 def _as_shape(args: tuple) -> tuple[int, ...]:
     if len(args) == 1 and isinstance(args[0], Iterable) and not isinstance(args[0], (str, bytes)):
         args = tuple(args[0])
@@ -115,12 +128,14 @@ class Blob:
     def _device_data(self) -> torch.Tensor:
         if self._hd_state == _HOST_HEAD:
             self._t.copy_(self._hd, non_blocking=False)
+            TRANSFERS.host_to_device += self._hd.nbytes
             self._hd_state = _HOST_STALE
         return self._t
 
     def _device_diff(self) -> torch.Tensor:
         if self._hg_state == _HOST_HEAD:
             self._g.copy_(self._hg)
+            TRANSFERS.host_to_device += self._hg.nbytes
             self._hg_state = _HOST_STALE
         elif self._g is None:
             self._g = torch.zeros_like(self._t)
@@ -176,6 +191,7 @@ class Blob:
             state = _HOST_STALE
         if state == _HOST_STALE:
             mirror.copy_(t.detach())
+            TRANSFERS.device_to_host += mirror.nbytes
         return mirror.numpy(), mirror, _HOST_HEAD
 
     @property
@@ -232,6 +248,47 @@ class Blob:
 
     def __repr__(self) -> str:
         return f"<caffe.Blob shape={self.shape} dtype={str(self._t.dtype)[6:]}>"
+
+
+class TorchBlobView:
+    """A blob as seen by a layer that sets ``torch_blobs = True``: ``data`` and ``diff`` are the
+    torch tensors on the compute device (no host copies in GPU mode); everything else is the
+    blob's."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: Blob) -> None:
+        self.blob = blob
+
+    @property
+    def data(self) -> torch.Tensor:
+        return self.blob.tensor
+
+    @data.setter
+    def data(self, value: torch.Tensor) -> None:
+        self.blob.tensor = value
+
+    @property
+    def diff(self) -> torch.Tensor:
+        return self.blob.diff_tensor
+
+    @diff.setter
+    def diff(self, value: torch.Tensor) -> None:
+        self.blob.diff_tensor = value
+
+    def __getattr__(self, name: str):
+        return getattr(self.blob, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "blob":
+            object.__setattr__(self, name, value)
+        elif name in ("data", "diff"):
+            object.__setattr__(self, name, value)  # the properties above
+        else:
+            setattr(self.blob, name, value)
+
+    def __repr__(self) -> str:
+        return f"<TorchBlobView of {self.blob!r}>"
 
 
 class BlobVec(list):

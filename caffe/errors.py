@@ -47,3 +47,7 @@ class PythonLayerError(CaffeError, RuntimeError):
 
 class SolverError(CaffeError, ValueError):
     """The solver description or a solver state is invalid."""
+
+
+class GradientCheckError(CaffeError, AssertionError):
+    """A layer's backward disagrees with finite differences of its forward."""

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import torch
 
-from caffe.blob import Blob, BlobVec
+from caffe.blob import Blob, BlobVec, TorchBlobView
 from caffe.errors import BlobCountError, LayerSetupError, PythonLayerError
 from caffe.proto import caffe_pb2
 
@@ -62,6 +62,9 @@ class Layer:
     has_backward: ClassVar[bool] = True
     #: bottoms that force_backward must not reach (labels, indices): Caffe's AllowForceBackward
     no_force_backward_bottoms: ClassVar[tuple[int, ...]] = ()
+    #: opt-in for Python layers: ``bottom[i].data`` / ``.diff`` (and the tops') are torch tensors
+    #: on the compute device instead of NumPy arrays, so GPU mode needs no host copies
+    torch_blobs: ClassVar[bool] = False
 
     def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,
                  phase: Phase | None = None) -> None:
@@ -117,7 +120,7 @@ class Layer:
         """Compute bottom diffs (overwrite) and param diffs (accumulate) from top diffs.
 
         This default uses autograd over the torch ops that ``forward`` ran on ``blob.tensor``."""
-        graph, self._graph = self._graph, None
+        graph = self._graph
         if graph is None:
             raise PythonLayerError(
                 f"Layer '{self.name}' ({self.type}) defines no backward(), and its last forward "
@@ -133,7 +136,7 @@ class Layer:
         grads = torch.autograd.grad(
             [t for _, t in outputs], [leaf for _, leaf, _ in wanted],
             grad_outputs=[blob.diff_tensor.to(t.dtype) for blob, t in outputs],
-            allow_unused=True,
+            allow_unused=True, retain_graph=True,
         )
         for (blob, leaf, is_param), g in zip(wanted, grads):
             if g is None:
@@ -144,6 +147,13 @@ class Layer:
                 blob.diff_tensor = g.detach()
 
     # ------------------------------------------------------------------ machinery
+    @classmethod
+    def io_blobs(cls, blobs: Sequence[Blob]) -> list:
+        """The bottom/top list as this layer sees it (torch views when ``torch_blobs``)."""
+        if cls.torch_blobs:
+            return [TorchBlobView(getattr(b, "blob", b)) for b in blobs]
+        return [getattr(b, "blob", b) for b in blobs]
+
     @classmethod
     def uses_autograd(cls) -> bool:
         """True when the class relies on the autograd backward (defines no backward)."""
@@ -225,32 +235,34 @@ class Layer:
             self._forward_recording(bottom, top)
 
     def _forward_recording(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Forward with the needed bottoms and the params swapped for autograd leaves, keeping
+        the graph from those leaves to the tops for ``backward``."""
+        raw_bottom = [getattr(b, "blob", b) for b in bottom]
+        raw_top = [getattr(t, "blob", t) for t in top]
         inputs = []
         swapped = []
-        for i, (b, need) in enumerate(zip(bottom, self._record_bottoms)):
-            if need and not any(b is t for t in top):
-                orig = b.tensor
-                leaf = orig.detach().requires_grad_(True)
-                b._t = leaf
-                swapped.append((b, orig))
-                inputs.append((b, leaf, False, i))
-        for j, (p, need) in enumerate(zip(self.blobs, self.param_propagate_down)):
-            if need:
-                orig = p.tensor
-                leaf = orig.detach().requires_grad_(True)
-                p._t = leaf
-                swapped.append((p, orig))
-                inputs.append((p, leaf, True, j))
+        for i, (b, need) in enumerate(zip(raw_bottom, self._record_bottoms)):
+            if need and not any(b is t for t in raw_top):
+                inputs.append((b, False, i))
+        inputs += [(p, True, j) for j, (p, need)
+                   in enumerate(zip(self.blobs, self.param_propagate_down)) if need]
+        leaves = []
+        for blob, is_param, index in inputs:
+            orig = blob.tensor
+            leaf = orig.detach().requires_grad_(True)
+            blob._t = leaf
+            swapped.append((blob, orig))
+            leaves.append((blob, leaf, is_param, index))
         try:
             with torch.enable_grad():
                 self.forward(bottom, top)
         finally:
-            for b, orig in swapped:
-                b._t = orig
+            for blob, orig in swapped:
+                blob._t = orig
         outputs = []
-        for t in top:
+        for t in raw_top:
             tt = t._t
             if tt.requires_grad:
                 outputs.append((t, tt))
                 t._t = tt.detach()
-        self._graph = (outputs, inputs) if outputs else None
+        self._graph = (outputs, leaves) if outputs else None

@@ -346,13 +346,13 @@ class Net:
                 top_ids.append(bid)
                 if lp.type == "Input":
                     self._inputs.append(bid)
-            self._bottom_vecs.append(bottoms)
-            self._top_vecs.append(tops)
+            self._bottom_vecs.append(layer.io_blobs(bottoms))
+            self._top_vecs.append(layer.io_blobs(tops))
             self._bottom_ids.append(bottom_ids)
             self._top_ids.append(top_ids)
             self._bottom_need_backward.append(bneed)
             try:
-                layer.SetUp(bottoms, tops)
+                layer.SetUp(self._bottom_vecs[-1], self._top_vecs[-1])
             except Exception as e:
                 _raise_from(layer, "setup", e)
             for j, bid in enumerate(top_ids):

@@ -19,12 +19,8 @@ import torch
 
 from caffe._common import set_random_seed
 from caffe.blob import Blob
-from caffe.errors import CaffeError
+from caffe.errors import GradientCheckError
 from caffe.layer import Layer
-
-
-class GradientCheckError(CaffeError, AssertionError):
-    """An analytic gradient disagrees with the numeric one."""
 
 
 def make_blobs(*arrays: np.ndarray, dtype: torch.dtype = torch.float64) -> list[Blob]:
@@ -87,6 +83,7 @@ class GradientChecker:
     # ------------------------------------------------------------------ machinery
     @staticmethod
     def _setup(layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        bottom, top = layer.io_blobs(bottom), layer.io_blobs(top)
         dtype = bottom[0].tensor.dtype if bottom else torch.float64
         for t in top:
             _to_dtype(t, dtype)
@@ -122,6 +119,7 @@ class GradientChecker:
                               check_bottom: int | Sequence[int], top_id: int, top_data_id: int,
                               element_wise: bool = False) -> None:
         """One objective (all tops, or one top element); compare for every checked input."""
+        bottom, top = layer.io_blobs(bottom), layer.io_blobs(top)
         if isinstance(check_bottom, int):
             checked = list(range(len(bottom))) if check_bottom == -1 else [check_bottom]
         else:

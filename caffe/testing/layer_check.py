@@ -1,0 +1,189 @@
+"""``check_layer``: run a layer through the checks a layer author needs, and report.
+
+1. setup + forward on the given bottom shapes; 2. forward/backward consistency (the gradient
+checker, float64); 3. reshape: a bigger batch must reshape the tops and still pass; 4.
+``propagate_down``: with it False, backward must leave that bottom's diff untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from google.protobuf import text_format
+
+from caffe.blob import Blob
+from caffe.errors import CaffeError, GradientCheckError, LayerSetupError
+from caffe.layer import Phase
+from caffe.proto import caffe_pb2
+from caffe.testing.gradient_check import GradientChecker, make_blobs
+
+
+@dataclass
+class BottomSpec:
+    """A bottom's shape and how to fill it: gaussian, uniform, positive, or int:N (labels in
+    [0, N), not gradient-checked)."""
+
+    shape: tuple[int, ...]
+    kind: str = "gaussian"
+
+    @classmethod
+    def parse(cls, text: str) -> BottomSpec:
+        shape_text, _, kind = text.partition(":")
+        try:
+            shape = tuple(int(d) for d in shape_text.split(",") if d.strip())
+        except ValueError:
+            raise LayerSetupError(f"bottom spec '{text}': the shape must be comma-separated "
+                                  "integers, e.g. 4,3 or 4,1:int:10") from None
+        kind = kind or "gaussian"
+        if kind not in ("gaussian", "uniform", "positive") and not kind.startswith("int:"):
+            raise LayerSetupError(f"bottom spec '{text}': unknown fill '{kind}'; use gaussian, "
+                                  "uniform, positive or int:N")
+        return cls(shape, kind)
+
+    def make(self, rng: np.random.Generator, batch_scale: int = 1) -> np.ndarray:
+        shape = (self.shape[0] * batch_scale,) + self.shape[1:] if self.shape else ()
+        if self.kind.startswith("int:"):
+            return rng.integers(0, int(self.kind[4:]), size=shape).astype(np.float64)
+        if self.kind == "uniform":
+            return rng.uniform(-1, 1, size=shape)
+        if self.kind == "positive":
+            return rng.uniform(0.1, 1, size=shape)
+        return rng.standard_normal(shape)
+
+    @property
+    def differentiable(self) -> bool:
+        return not self.kind.startswith("int:")
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    failures: int = 0
+
+    def ok(self, what: str) -> None:
+        self.lines.append(f"PASS  {what}")
+
+    def fail(self, what: str) -> None:
+        self.failures += 1
+        self.lines.append(f"FAIL  {what}")
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines + [f"{len(self.lines) - self.failures} passed, "
+                                       f"{self.failures} failed"])
+
+
+def layer_param_from_text(text: str, num_bottom: int, num_top: int) -> caffe_pb2.LayerParameter:
+    lp = caffe_pb2.LayerParameter()
+    text_format.Merge(text, lp)
+    if not lp.name:
+        lp.name = "checked"
+    if not lp.bottom:
+        lp.bottom.extend(f"bottom{i}" for i in range(num_bottom))
+    if not lp.top:
+        lp.top.extend(f"top{i}" for i in range(num_top))
+    return lp
+
+
+def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1,
+                phase: Phase = Phase.TRAIN, checker: GradientChecker | None = None,
+                exhaustive: bool = False, seed: int = 1701) -> Report:
+    """Run every check on the layer described by ``layer_text`` (LayerParameter prototxt)."""
+    from caffe.net import create_layer
+
+    checker = checker or GradientChecker()
+    report = Report()
+    lp = layer_param_from_text(layer_text, len(bottoms), num_top)
+    num_top = len(lp.top)
+    rng = np.random.default_rng(seed)
+    checked = [i for i, b in enumerate(bottoms) if b.differentiable]
+
+    def build():
+        return create_layer(lp, phase)
+
+    def setup(layer, scale=1):
+        bottom = make_blobs(*(b.make(np.random.default_rng(seed), scale) for b in bottoms))
+        top = [Blob(dtype=torch.float64) for _ in range(num_top)]
+        checker._setup(layer, bottom, top)
+        return bottom, top
+
+    # 1. setup and forward
+    try:
+        layer = build()
+        bottom, top = setup(layer)
+        checker._forward(layer, bottom, top)
+        report.ok(f"setup and forward: bottoms {[b.shape for b in bottom]} -> tops "
+                  f"{[t.shape for t in top]}")
+    except Exception as e:  # report anything user code raises
+        report.fail(f"setup/forward raised {type(e).__name__}: {e}")
+        return report
+
+    # 2. gradient
+    if not layer.has_backward:
+        report.ok("no backward (the layer declares has_backward = False)")
+    else:
+        try:
+            fresh = build()
+            b2, t2 = setup(fresh)
+            if exhaustive:
+                for i, t in enumerate(t2):
+                    for j in range(t.count):
+                        checker.check_gradient_single(fresh, b2, t2, checked, i, j)
+            else:
+                checker.check_gradient_single(fresh, b2, t2, checked, -1, -1)
+            report.ok(f"backward matches finite differences (bottoms {checked}, "
+                      f"{len(fresh.blobs)} param blobs)")
+        except GradientCheckError as e:
+            report.fail(f"gradient: {e}")
+        except Exception as e:  # report anything user code raises
+            report.fail(f"gradient check raised {type(e).__name__}: {e}")
+
+    # 3. reshape with a bigger batch
+    if bottoms and bottoms[0].shape:
+        try:
+            big = [b.make(rng, 2) for b in bottoms]
+            for blob, arr in zip(bottom, big):
+                blob.reshape(arr.shape)
+                blob.tensor.copy_(torch.from_numpy(arr))
+            before = [t.shape for t in top]
+            checker._forward(layer, bottom, top)
+            after = [t.shape for t in top]
+            report.ok(f"reshape: doubling the batch gives tops {after} (were {before})")
+            if before == after and before and before[0] and before[0][:1] == bottoms[0].shape[:1]:
+                report.lines.append("NOTE  the top shapes did not follow the bottom's batch size:"
+                                    " does reshape() recompute them from the bottoms?")
+        except Exception as e:  # report anything user code raises
+            report.fail(f"reshape to a bigger batch raised {type(e).__name__}: {e} "
+                        "(reshape() runs before every forward: compute the top shapes and any "
+                        "buffers from the bottoms there)")
+
+    # 4. propagate_down
+    if layer.has_backward and bottom:
+        try:
+            fresh = build()
+            b3, t3 = setup(fresh)
+            checker._forward(fresh, b3, t3)
+            for t in t3:
+                t.diff_tensor = torch.ones_like(t.tensor)
+            sentinel = 123.25
+            for i in range(len(b3)):
+                for b in b3:
+                    b.diff_tensor = torch.full_like(b.tensor, sentinel)
+                pd = [j == i for j in range(len(b3))]
+                if not bottoms[i].differentiable:
+                    pd[i] = False
+                fresh.backward(t3, pd, b3)
+                touched = [j for j, b in enumerate(b3)
+                           if not pd[j] and not bool((b.diff_tensor == sentinel).all())]
+                if touched:
+                    raise CaffeError(f"with propagate_down {pd}, backward wrote the diff of "
+                                     f"bottom(s) {touched}: skip bottoms whose propagate_down "
+                                     "is False")
+            report.ok("propagate_down: backward leaves bottoms with propagate_down False alone")
+        except CaffeError as e:
+            report.fail(f"propagate_down: {e}")
+        except Exception as e:  # report anything user code raises
+            report.fail(f"propagate_down check raised {type(e).__name__}: {e}")
+    return report

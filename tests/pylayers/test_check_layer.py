@@ -1,0 +1,113 @@
+"""The gradient checker API and the ``caffe check-layer`` command catch a wrong backward."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import caffe
+from caffe.errors import GradientCheckError
+from caffe.proto import caffe_pb2
+from caffe.testing import GradientChecker, make_blobs
+
+LAYERS = textwrap.dedent('''
+    import caffe
+
+
+    class Square(caffe.Layer):
+        def reshape(self, bottom, top):
+            top[0].reshape(*bottom[0].data.shape)
+
+        def forward(self, bottom, top):
+            top[0].data[...] = bottom[0].data ** 2
+
+        def backward(self, top, propagate_down, bottom):
+            if propagate_down[0]:
+                bottom[0].diff[...] = 2 * bottom[0].data * top[0].diff
+
+
+    class WrongSquare(Square):
+        def backward(self, top, propagate_down, bottom):
+            if propagate_down[0]:
+                bottom[0].diff[...] = bottom[0].data * top[0].diff  # forgot the 2
+
+
+    class IgnoresPropagateDown(caffe.Layer):
+        def reshape(self, bottom, top):
+            top[0].reshape(*bottom[0].data.shape)
+
+        def forward(self, bottom, top):
+            top[0].data[...] = bottom[0].data * bottom[1].data
+
+        def backward(self, top, propagate_down, bottom):
+            bottom[0].diff[...] = bottom[1].data * top[0].diff
+            bottom[1].diff[...] = bottom[0].data * top[0].diff
+''')
+
+
+@pytest.fixture
+def module(tmp_path, monkeypatch):
+    (tmp_path / "checked_layers.py").write_text(LAYERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("checked_layers", None)
+
+
+def _layer(name):
+    import checked_layers
+
+    return getattr(checked_layers, name)(caffe_pb2.LayerParameter(name="sq", type="Python"))
+
+
+def test_api_passes_a_right_backward_and_catches_a_wrong_one(module):
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    GradientChecker().check_gradient(_layer("Square"), make_blobs(x),
+                                     [caffe.Blob(dtype=torch.float64)])
+    with pytest.raises(GradientCheckError, match=r"'sq'.*bottom 0 element \d+.*by backward\(\)"
+                                                 r".*by finite differences"):
+        GradientChecker().check_gradient(_layer("WrongSquare"), make_blobs(x),
+                                         [caffe.Blob(dtype=torch.float64)])
+    GradientChecker().check_gradient_eltwise(_layer("Square"), make_blobs(x),
+                                             [caffe.Blob(dtype=torch.float64)])
+    with pytest.raises(GradientCheckError):
+        GradientChecker().check_gradient_exhaustive(_layer("WrongSquare"), make_blobs(x),
+                                                    [caffe.Blob(dtype=torch.float64)])
+
+
+def test_builtin_layers_work_with_the_checker():
+    lp = caffe_pb2.LayerParameter(name="relu", type="ReLU")
+    from caffe.net import create_layer
+
+    layer = create_layer(lp, caffe.TRAIN)
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    GradientChecker(1e-3, 1e-3, kink=0.0, kink_range=1e-2).check_gradient_eltwise(
+        layer, make_blobs(x), [caffe.Blob(dtype=torch.float64)])
+
+
+def _cli(module_dir, layer, *bottoms):
+    cmd = [sys.executable, "-m", "caffe", "check-layer", "--layer",
+           f'type: "Python" python_param {{ module: "checked_layers" layer: "{layer}" }}',
+           "--python-path", str(module_dir)]
+    for b in bottoms:
+        cmd += ["--bottom", b]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_command_reports_pass_and_fail(module):
+    good = _cli(module, "Square", "2,3")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "4 passed, 0 failed" in good.stdout
+    bad = _cli(module, "WrongSquare", "2,3")
+    assert bad.returncode == 1
+    assert "FAIL  gradient" in bad.stdout and "finite differences" in bad.stdout
+
+
+def test_command_catches_ignored_propagate_down(module):
+    res = _cli(module, "IgnoresPropagateDown", "2,3", "2,3")
+    assert res.returncode == 1
+    assert "FAIL  propagate_down" in res.stdout
