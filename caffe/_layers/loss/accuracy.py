@@ -2,8 +2,9 @@
 
 bottom[0]: scores (outer, C, inner...) with C at ``accuracy_param.axis``; bottom[1]: labels
 (outer * inner). An item counts as correct when at most ``top_k`` classes score >= the true
-class. top[0]: scalar accuracy; optional top[1]: per-class accuracy (C,). ``ignore_label``
-items are skipped. No backward."""
+class (ties count against it). top[0]: scalar accuracy (0 when no item is valid); optional
+top[1]: per-class accuracy (C,), 0 for classes without items. ``ignore_label`` items are
+skipped. No backward."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 
 import torch
 
-from caffe._layers.loss.softmax_with_loss import check_labels
+from caffe._layers.loss.labels import check_labels, int_labels
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
 from caffe.registry import register_layer
@@ -35,22 +36,23 @@ class Accuracy(Layer):
         self.outer = math.prod(shape[:self.axis])
         self.channels = shape[self.axis]
         self.inner = math.prod(shape[self.axis + 1:])
+        if self.outer * self.inner != bottom[1].count:
+            raise LayerSetupError(
+                f"Layer '{self.name}' (Accuracy): number of labels must match number of "
+                f"predictions; scores {shape} with axis {self.axis} need "
+                f"{self.outer * self.inner} labels, got {bottom[1].count} (shape "
+                f"{bottom[1].shape})")
         if self.top_k > self.channels:
             raise LayerSetupError(
                 f"Layer '{self.name}' (Accuracy): top_k {self.top_k} must be at most the number "
                 f"of classes {self.channels}")
-        if self.outer * self.inner != bottom[1].count:
-            raise LayerSetupError(
-                f"Layer '{self.name}' (Accuracy): number of labels must match number of "
-                f"predictions; scores {shape} need {self.outer * self.inner} labels, got "
-                f"{bottom[1].count}")
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((self.channels,))
 
     def forward(self, bottom, top):
         x = bottom[0].tensor.reshape(self.outer, self.channels, self.inner)
-        labels = bottom[1].tensor.reshape(self.outer, self.inner).to(torch.long)
+        labels = int_labels(bottom[1].tensor).reshape(self.outer, self.inner)
         check_labels(self, labels, self.channels, self.ignore_label)
         valid = (torch.ones_like(labels, dtype=torch.bool) if self.ignore_label is None
                  else labels != self.ignore_label)
@@ -58,11 +60,12 @@ class Accuracy(Layer):
         true_score = x.gather(1, safe.unsqueeze(1))
         better = (x >= true_score).sum(1)
         correct = (better <= self.top_k) & valid
-        count = int(valid.sum())
-        top[0].tensor.fill_(float(correct.sum()) / count if count else 0.0)
+        count = valid.sum()
+        top[0].tensor.fill_(torch.where(count > 0, correct.sum() / count.clamp_min(1), 0.0))
         if len(top) > 1:
-            per = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
+            ones = torch.ones_like(safe, dtype=x.dtype)
             nums = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
-            nums.index_add_(0, safe[valid], torch.ones_like(safe[valid], dtype=x.dtype))
-            per.index_add_(0, safe[correct], torch.ones_like(safe[correct], dtype=x.dtype))
-            top[1].tensor = torch.where(nums > 0, per / nums.clamp_min(1), torch.zeros_like(per))
+            hits = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
+            nums.index_put_((safe[valid],), ones[valid], accumulate=True)
+            hits.index_put_((safe[correct],), ones[correct], accumulate=True)
+            top[1].tensor = torch.where(nums > 0, hits / nums.clamp_min(1), torch.zeros_like(hits))

@@ -14,21 +14,13 @@ import math
 import torch
 
 from caffe._layers.base import LossLayer, normalization_mode, normalizer
+from caffe._layers.loss.labels import check_labels, int_labels, refuse_backward
 from caffe.errors import LayerSetupError
 from caffe.registry import register_layer
 
 FLT_MIN = 1.17549435e-38
 
-
-def check_labels(layer, labels: torch.Tensor, num_classes: int, ignore) -> None:
-    """Raise naming the layer if a (non-ignored) label lies outside [0, num_classes)."""
-    valid = labels if ignore is None else labels[labels != ignore]
-    if valid.numel() and (bool((valid < 0).any()) or bool((valid >= num_classes).any())):
-        bad = valid[(valid < 0) | (valid >= num_classes)][0]
-        raise LayerSetupError(
-            f"Layer '{layer.name}' ({layer.type}): label {int(bad)} is out of range; labels "
-            f"must lie in [0, {num_classes})" + ("" if ignore is None else
-                                                 f" or equal ignore_label {ignore}"))
+__all__ = ["SoftmaxWithLoss", "check_labels"]
 
 
 @register_layer("SoftmaxWithLoss")
@@ -61,7 +53,7 @@ class SoftmaxWithLoss(LossLayer):
     def forward(self, bottom, top):
         x = bottom[0].tensor.reshape(self.outer, self.channels, self.inner)
         prob = torch.softmax(x, dim=1)
-        labels = bottom[1].tensor.reshape(self.outer, self.inner).to(torch.long)
+        labels = int_labels(bottom[1].tensor).reshape(self.outer, self.inner)
         check_labels(self, labels, self.channels, self.ignore_label)
         if self.ignore_label is not None:
             valid = labels != self.ignore_label
@@ -71,7 +63,7 @@ class SoftmaxWithLoss(LossLayer):
         p_true = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
         nll = -torch.log(torch.clamp(p_true, min=FLT_MIN))
         if valid is not None:
-            nll = nll * valid
+            nll = torch.where(valid, nll, torch.zeros_like(nll))
             count = float(valid.sum())
         else:
             count = float(self.outer * self.inner)
@@ -82,10 +74,7 @@ class SoftmaxWithLoss(LossLayer):
             top[1].tensor = prob.view(bottom[0].shape)
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[1]:
-            raise LayerSetupError(
-                f"Layer '{self.name}' (SoftmaxWithLoss) cannot backpropagate to the labels; "
-                "set propagate_down: true and propagate_down: false")
+        refuse_backward(self, propagate_down, {1: "label"})
         if not propagate_down[0]:
             return
         dx = self.prob.clone()

@@ -1,0 +1,66 @@
+"""Helpers shared by the loss layers and Accuracy: reading integer labels, range checks with
+errors that name the layer, Caffe's legacy (num, channels, height, width) shape checks, and the
+refusal to backpropagate into labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from caffe.blob import Blob
+from caffe.errors import LayerSetupError
+
+#: Caffe's kLOG_THRESHOLD: probabilities are clamped to it before a log.
+LOG_THRESHOLD = 1e-20
+
+
+def int_labels(t: torch.Tensor) -> torch.Tensor:
+    """Labels stored as floats, as integers the way C++ ``static_cast<int>`` makes them
+    (truncation toward zero)."""
+    return t.to(torch.long)
+
+
+def check_labels(layer, labels: torch.Tensor, num_classes: int, ignore: int | None) -> None:
+    """Raise naming the layer if a (non-ignored) label lies outside [0, num_classes)."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore is not None:
+        bad &= labels != ignore
+    if bool(bad.any()):
+        value = int(labels[bad][0])
+        raise LayerSetupError(
+            f"Layer '{layer.name}' ({layer.type}): label {value} is out of range; labels must "
+            f"lie in [0, {num_classes})" + ("" if ignore is None else
+                                           f" or equal ignore_label {ignore}"))
+
+
+def legacy_shape(layer, blob: Blob, what: str) -> tuple[int, int, int, int]:
+    """(num, channels, height, width) of a blob of at most 4 axes (missing axes count as 1),
+    as Caffe's legacy accessors; more axes raise naming the layer."""
+    shape = blob.shape
+    if len(shape) > 4:
+        raise LayerSetupError(
+            f"Layer '{layer.name}' ({layer.type}): {what} must have at most 4 axes "
+            f"(num, channels, height, width); got shape {shape}")
+    dims = tuple(shape) + (1,) * (4 - len(shape))
+    return dims[0], dims[1], dims[2], dims[3]
+
+
+def require_one_per_item(layer, blob: Blob, what: str) -> None:
+    """Caffe's CHECKs that channels, height and width of ``blob`` are 1 (one value per item)."""
+    _, c, h, w = legacy_shape(layer, blob, what)
+    if (c, h, w) != (1, 1, 1):
+        raise LayerSetupError(
+            f"Layer '{layer.name}' ({layer.type}): {what} must hold one value per item "
+            f"(channels, height and width 1); got shape {blob.shape}")
+
+
+def refuse_backward(layer, propagate_down: Sequence[bool], names: dict[int, str]) -> None:
+    """Raise, as Caffe does, when asked to backpropagate into inputs without a gradient
+    (labels, the infogain matrix). ``names`` maps bottom index -> what that bottom is."""
+    for i, what in names.items():
+        if i < len(propagate_down) and propagate_down[i]:
+            raise LayerSetupError(
+                f"Layer '{layer.name}' ({layer.type}) cannot backpropagate to its {what} input "
+                f"(bottom {i}); set propagate_down: false for that bottom, or do not feed it "
+                "from a layer that needs a gradient")
