@@ -1,0 +1,290 @@
+"""Shared machinery of the recurrent layers (RNN, LSTM) and the LSTM cell step.
+
+Caffe builds RNN and LSTM as a net unrolled over the T time steps; here the same computation
+runs as a loop over time on whole (N, ...) batches, with an explicit backprop through time.
+
+Bottoms: x (T, N, ...), the sequence-continuation markers cont (T, N), an optional static input
+x_static (N, ...), and with ``expose_hidden`` the initial states (1, N, num_output) each (h0 for
+RNN; h0 then c0 for LSTM). Tops: the output (T, N, num_output), and with ``expose_hidden`` the
+final states (hT, and cT for LSTM).
+
+Every step t computes the pre-activation
+    a_t = W_h (cont_t * h_{t-1}) + (W_x x_t + b) [+ W_static x_static]
+so cont_t = 0 starts a new sequence. Without ``expose_hidden`` the states at the end of one
+forward are the initial states of the next (zeros at first), as Caffe copies them across calls.
+
+Backward follows the unrolled net exactly: the diffs of x and x_static are always written and
+the parameter diffs always accumulate (Caffe's unrolled net runs its backward unconditionally);
+nothing flows into cont, h0/c0, or from the diffs of the hT/cT tops. ``debug_info`` logs the
+mean absolute value of the outputs, states and diffs (Caffe logs its unrolled net's blobs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from caffe._common import LOG
+from caffe.blob import Blob
+from caffe.errors import BlobCountError, LayerSetupError, ShapeMismatchError
+from caffe.fillers import fill
+from caffe.layer import Layer
+from caffe.proto import caffe_pb2
+
+Acts = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------- LSTM cell
+def lstm_cell_forward(c_prev: torch.Tensor, gates: torch.Tensor,
+                      cont: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Acts]:
+    """One LSTM step on gate pre-activations ``gates`` (..., 4D) ordered i, f, o, g.
+
+    i, o = sigmoid; f = cont * sigmoid (0 where cont is 0); g = tanh;
+    c = f * c_prev + i * g; h = o * tanh(c). ``cont`` broadcasts against (..., D).
+    Returns c, h and the activations (i, f, o, g, tanh(c)) the backward needs."""
+    i, f, o, g = lstm_gates(gates, cont)
+    c = f * c_prev + i * g
+    tanh_c = torch.tanh(c)
+    return c, o * tanh_c, (i, f, o, g, tanh_c)
+
+
+def lstm_gates(gates: torch.Tensor, cont: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The activated gates i, f (times cont), o, g of pre-activations (..., 4D)."""
+    d = gates.shape[-1] // 4
+    sig = torch.sigmoid(gates[..., :3 * d])
+    return (sig[..., :d], sig[..., d:2 * d] * cont, sig[..., 2 * d:],
+            torch.tanh(gates[..., 3 * d:]))
+
+
+def lstm_cell_backward(dc: torch.Tensor, dh: torch.Tensor, c_prev: torch.Tensor,
+                       acts: Acts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diffs of c_prev and of the gate pre-activations (..., 4D) from the diffs of c and h.
+
+    As Caffe, the forget-gate derivative is taken as f (1 - f) with f already scaled by cont."""
+    i, f, o, g, tanh_c = acts
+    dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
+    dgates = torch.cat([dc_total * g * i * (1 - i),
+                        dc_total * c_prev * f * (1 - f),
+                        dh * tanh_c * o * (1 - o),
+                        dc_total * i * (1 - g * g)], dim=-1)
+    return dc_total * f, dgates
+
+
+# ---------------------------------------------------------------------------------- layer base
+class RecurrentLayer(Layer):
+    """Base of RNN and LSTM: parameter layout, shapes, carried state and the input transform.
+
+    Parameter blobs, in Caffe's order: W_x (G, K), b (G,), [W_static (G, K_static)],
+    W_h (G, num_output), then the subclass's extra blobs; G = ``gate_mult * num_output``.
+    Subclasses define ``state_names``, ``gate_mult``, ``extra_blob_specs``, ``recur`` and
+    ``recur_backward``."""
+
+    #: names of the recurrent states, in the order of the exposed bottoms and tops
+    state_names: tuple[str, ...] = ("h",)
+    #: width of the pre-activation in units of num_output
+    gate_mult = 1
+    min_bottom_blobs = 2
+    min_top_blobs = 1
+    no_force_backward_bottoms = (1,)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def extra_blob_specs(self) -> list[tuple[tuple[int, ...], caffe_pb2.FillerParameter]]:
+        """Shapes and fillers of the parameter blobs after W_h."""
+        return []
+
+    def recur(self, wx: torch.Tensor, cont: torch.Tensor,
+              states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], object]:
+        """Run the T steps from pre-activation inputs ``wx`` (T, N, G) (input transform, bias
+        and static term included), cont (T, N, 1) and initial states (N, D) each. Returns the
+        output (T, N, D), the final states and what ``recur_backward`` needs."""
+        raise NotImplementedError
+
+    def recur_backward(self, dy: torch.Tensor, cont: torch.Tensor,
+                       cache: object) -> tuple[torch.Tensor, torch.Tensor]:
+        """From the output diff (T, N, D): accumulate the subclass's extra parameter diffs and
+        return the diffs of the pre-activations (T, N, G) and the gated previous hidden
+        states cont_t * h_{t-1} (T, N, D) they multiplied W_h with."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ setup
+    def _where(self) -> str:
+        return f"Layer '{self.name}' ({self.type})"
+
+    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        p = self.layer_param.recurrent_param
+        self.num_output = int(p.num_output)
+        if self.num_output <= 0:
+            raise LayerSetupError(f"{self._where()}: recurrent_param.num_output must be "
+                                  f"positive, got {p.num_output}")
+        self.expose_hidden = bool(p.expose_hidden)
+        self.debug_info = bool(p.debug_info)
+        n_hidden = len(self.state_names) if self.expose_hidden else 0
+        self._check_counts(bottom, top, n_hidden)
+        self.static_input = len(bottom) > 2 + n_hidden
+        x = bottom[0]
+        self._check_x(x)
+        self.T, self.N = x.shape[0], x.shape[1]
+        self._check_cont(bottom[1])
+        self.K = x.count_range(2)
+        if self.static_input:
+            xs = bottom[2]
+            if xs.num_axes < 1 or xs.shape[0] != self.N:
+                raise LayerSetupError(
+                    f"{self._where()}: the static input (bottom[2]) must have shape (N, ...) with "
+                    f"N = {self.N} streams, got {xs.shape}")
+            self.K_static = xs.count_range(1)
+        self._saved: list[torch.Tensor | None] = [None] * len(self.state_names)
+        if self.blobs:
+            return
+        g = self.gate_mult * self.num_output
+        specs = [((g, self.K), p.weight_filler), ((g,), p.bias_filler)]
+        if self.static_input:
+            specs.append(((g, self.K_static), p.weight_filler))
+        specs.append(((g, self.num_output), p.weight_filler))
+        specs.extend(self.extra_blob_specs())
+        for shape, filler in specs:
+            fill(self.blobs.add_blob(*shape), filler)
+
+    def _check_counts(self, bottom: Sequence[Blob], top: Sequence[Blob], n_hidden: int) -> None:
+        lp = self.layer_param
+        lo = 2 + n_hidden
+        hidden = "".join(f", {s}0" for s in self.state_names) if n_hidden else ""
+        if not lo <= len(bottom) <= lo + 1:
+            raise BlobCountError(
+                f"{self._where()} takes {lo} or {lo + 1} bottom blobs (x, cont, [x_static]"
+                f"{hidden}), got {len(bottom)}: {list(lp.bottom)}")
+        if len(top) != 1 + n_hidden:
+            outs = "".join(f", {s}T" for s in self.state_names) if n_hidden else ""
+            raise BlobCountError(
+                f"{self._where()} takes {1 + n_hidden} top blobs (output{outs}), got "
+                f"{len(top)}: {list(lp.top)}")
+
+    def _check_x(self, x: Blob) -> None:
+        if x.num_axes < 2:
+            raise LayerSetupError(f"{self._where()}: bottom[0] must have at least 2 axes "
+                                  f"(timesteps, streams, ...), got shape {x.shape}")
+
+    def _check_cont(self, cont: Blob) -> None:
+        if cont.shape != (self.T, self.N):
+            raise LayerSetupError(
+                f"{self._where()}: bottom[1] (cont) must have shape (T, N) = "
+                f"({self.T}, {self.N}), got {cont.shape}")
+
+    # ------------------------------------------------------------------ reshape
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        x = bottom[0]
+        self._check_x(x)
+        if x.shape[0] != self.T:
+            raise LayerSetupError(
+                f"{self._where()}: the number of timesteps changed from {self.T} to "
+                f"{x.shape[0]} (bottom[0] shape {x.shape}); it is fixed at setup")
+        self.N = x.shape[1]
+        if math.prod(x.shape[2:]) != self.K:
+            raise ShapeMismatchError(
+                f"{self._where()}: bottom[0] {x.shape} has {math.prod(x.shape[2:])} features "
+                f"per step, the weights expect {self.K}")
+        self._check_cont(bottom[1])
+        if self.static_input:
+            xs = bottom[2]
+            if xs.num_axes < 1 or xs.shape[0] != self.N or xs.count_range(1) != self.K_static:
+                raise ShapeMismatchError(
+                    f"{self._where()}: the static input must have shape ({self.N}, ...) with "
+                    f"{self.K_static} features, got {xs.shape}")
+        state_shape = (1, self.N, self.num_output)
+        if self.expose_hidden:
+            first = 2 + self.static_input
+            for name, b in zip(self.state_names, bottom[first:]):
+                if b.shape != state_shape:
+                    raise ShapeMismatchError(
+                        f"{self._where()}: the initial state {name}0 must have shape "
+                        f"{state_shape}, got {b.shape}")
+        top[0].reshape(self.T, self.N, self.num_output)
+        for t in top[1:]:
+            t.reshape(state_shape)
+
+    # ------------------------------------------------------------------ forward / backward
+    def _initial_states(self, bottom: Sequence[Blob], like: torch.Tensor) -> list[torch.Tensor]:
+        n, d = self.N, self.num_output
+        if self.expose_hidden:
+            first = 2 + self.static_input
+            return [b.tensor.reshape(n, d).to(like.dtype) for b in bottom[first:]]
+        # Caffe keeps the last states in blobs that only grow: a smaller batch reads a prefix
+        # of the stored values, a larger one starts from zeros.
+        states = []
+        for buf in self._saved:
+            if buf is None or buf.numel() < n * d:
+                states.append(like.new_zeros(n, d))
+            else:
+                states.append(buf[:n * d].to(like).view(n, d))
+        return states
+
+    def _save_states(self, states: list[torch.Tensor]) -> None:
+        # fresh tensors: earlier states may still be cached for a backward
+        for k, s in enumerate(states):
+            flat = s.detach().reshape(-1)
+            buf = self._saved[k]
+            if buf is not None and buf.numel() > flat.numel():
+                buf = buf.to(flat).clone()
+                buf[:flat.numel()] = flat
+            else:
+                buf = flat.clone()
+            self._saved[k] = buf
+
+    def reset(self) -> None:
+        """Zero the carried hidden state (Caffe's RecurrentLayer::Reset)."""
+        self._saved = [None if b is None else torch.zeros_like(b) for b in self._saved]
+
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        b = self.blobs
+        w_static = b[2].tensor if self.static_input else None
+        return b[0].tensor, b[1].tensor, w_static, b[2 + self.static_input].tensor
+
+    def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        t_, n = self.T, self.N
+        x2 = bottom[0].tensor.reshape(t_ * n, self.K)
+        w_x, b_x, w_static, _ = self._weights()
+        wx = torch.addmm(b_x, x2, w_x.t()).view(t_, n, -1)
+        if self.static_input:
+            wx = wx + (bottom[2].tensor.reshape(n, self.K_static) @ w_static.t())
+        cont = bottom[1].tensor.to(wx.dtype).view(t_, n, 1)
+        states = self._initial_states(bottom, wx)
+        y, final, self._cache = self.recur(wx, cont, states)
+        top[0].tensor = y
+        if self.expose_hidden:
+            for t, s in zip(top[1:], final):
+                t.tensor = s.reshape(t.shape).clone()
+        else:
+            self._save_states(final)
+        if self.debug_info:
+            self._log("Forward", "output data", y)
+            for name, s in zip(self.state_names, final):
+                self._log("Forward", f"final {name} data", s)
+
+    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
+                 bottom: Sequence[Blob]) -> None:
+        t_, n, d = self.T, self.N, self.num_output
+        cont = bottom[1].tensor.to(top[0].diff_tensor.dtype).view(t_, n, 1)
+        da, h_gated = self.recur_backward(top[0].diff_tensor, cont, self._cache)
+        da2 = da.reshape(t_ * n, -1)
+        w_x, _, w_static, _ = self._weights()
+        blobs = self.blobs
+        x2 = bottom[0].tensor.reshape(t_ * n, self.K)
+        blobs[0].diff_tensor.addmm_(da2.t(), x2)
+        blobs[1].diff_tensor.add_(da2.sum(0))
+        blobs[2 + self.static_input].diff_tensor.addmm_(da2.t(), h_gated.reshape(t_ * n, d))
+        bottom[0].diff_tensor = (da2 @ w_x).view(bottom[0].shape)
+        if self.static_input:
+            da_static = da.sum(0)
+            xs2 = bottom[2].tensor.reshape(n, self.K_static)
+            blobs[2].diff_tensor.addmm_(da_static.t(), xs2)
+            bottom[2].diff_tensor = (da_static @ w_static).view(bottom[2].shape)
+        if self.debug_info:
+            self._log("Backward", "x diff", bottom[0].diff_tensor)
+            for j, p in enumerate(blobs):
+                self._log("Backward", f"param blob {j} diff", p.diff_tensor)
+
+    def _log(self, stage: str, what: str, t: torch.Tensor) -> None:
+        value = float(t.abs().mean()) if t.numel() else 0.0
+        LOG.info("    [%s] Layer %s (recurrent), %s: %g", stage, self.name, what, value)
