@@ -29,7 +29,7 @@ def make_blobs(*arrays: np.ndarray, dtype: torch.dtype = torch.float64) -> list[
     for a in arrays:
         a = np.asarray(a)
         b = Blob(*a.shape, dtype=dtype)
-        b.tensor.copy_(torch.from_numpy(np.ascontiguousarray(a)).to(dtype))
+        b.tensor.copy_(torch.from_numpy(np.array(a, order="C")).to(dtype))
         blobs.append(b)
     return blobs
 

@@ -1,0 +1,24 @@
+"""Sigmoid: y = 1 / (1 + exp(-x)); dy/dx = y * (1 - y), from the output (works in place).
+Top shaped like the bottom."""
+
+from __future__ import annotations
+
+import torch
+
+from caffe._layers.base import NeuronLayer
+from caffe.registry import register_layer
+
+
+@register_layer("Sigmoid")
+class Sigmoid(NeuronLayer):
+    def forward(self, bottom, top):
+        x = bottom[0].tensor
+        if top[0] is bottom[0]:
+            x.sigmoid_()
+        else:
+            top[0].tensor = torch.sigmoid(x)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff_tensor = torch.ops.aten.sigmoid_backward(
+                top[0].diff_tensor, top[0].tensor)
