@@ -51,3 +51,7 @@ class SolverError(CaffeError, ValueError):
 
 class GradientCheckError(CaffeError, AssertionError):
     """A layer's backward disagrees with finite differences of its forward."""
+
+
+class NumericalError(CaffeError, FloatingPointError):
+    """A layer produced NaN or Inf (raised when ``net.check_nan`` is on)."""

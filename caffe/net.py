@@ -24,6 +24,7 @@ from caffe.errors import (
     CaffeError,
     LayerSetupError,
     NetDefinitionError,
+    NumericalError,
     PythonLayerError,
     ShapeMismatchError,
     UnknownLayerTypeError,
@@ -197,6 +198,11 @@ def _raise_from(layer: Layer, stage: str, e: BaseException) -> None:
     raise err_type(f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}") from e
 
 
+def _abs_mean(t: torch.Tensor) -> float:
+    """Mean absolute value (Caffe's asum / count), 0 for an empty blob."""
+    return float(t.abs().mean()) if t.numel() else 0.0
+
+
 # ---------------------------------------------------------------------------- the Net
 class Net:
     """A network, as pycaffe's ``caffe.Net``.
@@ -278,6 +284,8 @@ class Net:
         self._before_backward: list[Callable[[int], None]] = []
         self._after_backward: list[Callable[[int], None]] = []
         self.debug_info = bool(param.debug_info)
+        #: stop with NumericalError naming the first layer and blob that produces NaN or Inf
+        self.check_nan = False
         available: dict[str, int] = {}
         names_seen: set[str] = set()
 
@@ -531,6 +539,7 @@ class Net:
         before, after = self._before_forward, self._after_forward
         li = start
         stage = "reshape"
+        inspect = self.debug_info or self.check_nan
         try:
             with torch.no_grad():
                 for li in range(start, end + 1):
@@ -543,8 +552,8 @@ class Net:
                     layer._forward(bottoms[li], tops[li])
                     for cb in after:
                         cb(li)
-                    if self.debug_info:
-                        self._log_forward_debug(li)
+                    if inspect:
+                        self._inspect_forward(li)
         except Exception as e:
             _raise_from(layers[li], stage, e)
         loss = 0.0
@@ -564,6 +573,7 @@ class Net:
         need, bneed = self._layer_need_backward, self._bottom_need_backward
         before, after = self._before_backward, self._after_backward
         li = start
+        inspect = self.debug_info or self.check_nan
         try:
             with torch.no_grad():
                 for li in range(start, end - 1, -1):
@@ -571,34 +581,59 @@ class Net:
                         cb(li)
                     if need[li]:
                         layers[li].backward(tops[li], bneed[li], bottoms[li])
-                        if self.debug_info:
-                            self._log_backward_debug(li)
+                        if inspect:
+                            self._inspect_backward(li)
                     for cb in after:
                         cb(li)
         except Exception as e:
             _raise_from(layers[li], "backward", e)
 
-    def _log_forward_debug(self, li: int) -> None:
+    def _check_finite(self, li: int, t: torch.Tensor, what: str, stage: str) -> None:
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            index = tuple(int(i) for i in bad.nonzero()[0])
+            raise NumericalError(
+                f"Layer '{self._layer_names[li]}' ({self._layers[li].type}) produced "
+                f"{float(t[index])} in {what} during {stage} ({int(bad.sum())} of {t.numel()} "
+                f"values are NaN or Inf; first at index {index}). Lower the learning rate, "
+                "check this layer's inputs and parameters, or turn on debug_info to see the "
+                "magnitudes layer by layer")
+
+    def _inspect_forward(self, li: int) -> None:
+        """debug_info log lines (Caffe's format) and the NaN/Inf check after a forward."""
+        name = self._layer_names[li]
         for bid in self._top_ids[li]:
             b = self._blobs[bid]
-            LOG.info("    [Forward] Layer %s, top blob %s data: %g", self._layer_names[li],
-                     self._blob_names[bid], float(b.tensor.abs().mean()) if b.count else 0.0)
-        for pid, net_pid in enumerate(self._param_id_vecs[li]):
-            p = self._params[net_pid]
-            LOG.info("    [Forward] Layer %s, param blob %d data: %g", self._layer_names[li], pid,
-                     float(p.tensor.abs().mean()) if p.count else 0.0)
+            if self.check_nan:
+                self._check_finite(li, b.tensor, f"top blob '{self._blob_names[bid]}' data",
+                                   "forward")
+            if self.debug_info:
+                LOG.info("    [Forward] Layer %s, top blob %s data: %g", name,
+                         self._blob_names[bid], _abs_mean(b.tensor))
+        if self.debug_info:
+            for pid, net_pid in enumerate(self._param_id_vecs[li]):
+                LOG.info("    [Forward] Layer %s, param blob %d data: %g", name, pid,
+                         _abs_mean(self._params[net_pid].tensor))
 
-    def _log_backward_debug(self, li: int) -> None:
+    def _inspect_backward(self, li: int) -> None:
+        """debug_info log lines and the NaN/Inf check after a backward."""
+        name = self._layer_names[li]
         for j, bid in enumerate(self._bottom_ids[li]):
             if self._bottom_need_backward[li][j]:
                 b = self._blobs[bid]
-                LOG.info("    [Backward] Layer %s, bottom blob %s diff: %g", self._layer_names[li],
-                         self._blob_names[bid],
-                         float(b.diff_tensor.abs().mean()) if b.count else 0.0)
+                if self.check_nan:
+                    self._check_finite(li, b.diff_tensor,
+                                       f"bottom blob '{self._blob_names[bid]}' diff", "backward")
+                if self.debug_info:
+                    LOG.info("    [Backward] Layer %s, bottom blob %s diff: %g", name,
+                             self._blob_names[bid], _abs_mean(b.diff_tensor))
         for pid, net_pid in enumerate(self._param_id_vecs[li]):
             p = self._params[net_pid]
-            LOG.info("    [Backward] Layer %s, param blob %d diff: %g", self._layer_names[li], pid,
-                     float(p.diff_tensor.abs().mean()) if p.count else 0.0)
+            if self.check_nan:
+                self._check_finite(li, p.diff_tensor, f"param blob {pid} diff", "backward")
+            if self.debug_info:
+                LOG.info("    [Backward] Layer %s, param blob %d diff: %g", name, pid,
+                         _abs_mean(p.diff_tensor))
 
     def forward_prefilled(self) -> float:
         return self._forward()

@@ -1,0 +1,66 @@
+"""debug_info log lines and the opt-in NaN/Inf check."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import caffe
+from caffe.errors import NumericalError
+from nets import LINREG, make_net
+
+LOG_NET = """
+force_backward: true
+layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 3 } } }
+layer { name: "log" type: "Log" bottom: "x" top: "y" }
+layer { name: "relu" type: "ReLU" bottom: "y" top: "z" }
+"""
+
+
+def test_nan_check_names_the_first_layer_and_blob():
+    net = make_net(LOG_NET)
+    net.check_nan = True
+    net.blobs["x"].data[...] = [1.0, -1.0, 2.0]
+    with pytest.raises(NumericalError, match=r"Layer 'log' \(Log\) produced nan in top blob 'y' "
+                                             r"data during forward.*1 of 3.*index \(1,\)"):
+        net.forward()
+
+
+def test_nan_check_in_backward():
+    net = make_net(LOG_NET)
+    net.check_nan = True
+    net.blobs["x"].data[...] = [1.0, 0.5, 2.0]
+    net.forward()
+    net.blobs["z"].diff[...] = [1.0, np.inf, 1.0]
+    with pytest.raises(NumericalError, match="Layer 'relu'.*bottom blob 'y' diff during backward"):
+        net.backward()
+
+
+def test_without_the_check_nan_passes_silently():
+    net = make_net(LOG_NET)
+    net.blobs["x"].data[...] = [1.0, -1.0, 2.0]
+    net.forward()
+    assert np.isnan(net.blobs["y"].data[1])
+
+
+def test_debug_info_prints_caffe_lines(caplog):
+    text = LINREG.replace('name: "linreg"', 'name: "linreg" debug_info: true')
+    net = make_net(text)
+    logger = logging.getLogger("caffe")
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    try:
+        net.forward()
+        net.backward()
+    finally:
+        logger.setLevel(old)
+        logger.removeHandler(caplog.handler)
+    text = caplog.text
+    assert "[Forward] Layer fc, top blob fc data:" in text
+    assert "[Forward] Layer fc, param blob 0 data:" in text
+    assert "[Backward] Layer fc, param blob 1 diff:" in text
+    assert "[Backward] Layer loss, bottom blob fc diff:" in text
+    assert caffe.TRAIN == net.phase
