@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from layer_db import all_rows, registered_types
 
 from caffe.blob import Blob
 from caffe.errors import BlobCountError, CaffeError
 from caffe.testing import GradientChecker, make_blobs
+
+from layer_db import all_rows, registered_types
 
 ROWS = all_rows()
 IDS = [f"{r.type}-{r.id}" for r in ROWS]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nets import write
 
 import caffe
 from caffe.errors import CaffeError, NetDefinitionError, ProtoError, UnknownLayerTypeError
+
+from nets import write
 
 GOOD = """name: "n"
 layer {

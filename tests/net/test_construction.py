@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nets import IP_FILLERS, LINREG, make_net
 
 import caffe
 from caffe.errors import NetDefinitionError, ShapeMismatchError
+
+from nets import IP_FILLERS, LINREG, make_net
 
 STATE_NET = """
 name: "states"

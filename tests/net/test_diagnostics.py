@@ -9,6 +9,7 @@ import pytest
 
 import caffe
 from caffe.errors import NumericalError
+
 from nets import LINREG, make_net
 
 LOG_NET = """

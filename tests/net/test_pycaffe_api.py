@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nets import make_net, write
 
 import caffe
+
+from nets import make_net, write
 
 SIMPLE = """name: 'testnet' force_backward: true
 layer { type: 'DummyData' name: 'data' top: 'data' top: 'label'

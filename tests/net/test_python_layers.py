@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nets import IP_FILLERS, make_net, write
 
 import caffe
 from caffe.errors import BlobCountError, CaffeError, PythonLayerError
+
+from nets import IP_FILLERS, make_net, write
 
 
 def _euclid_net(module: str, extra: str = "") -> str:

@@ -7,11 +7,12 @@ import os
 
 import numpy as np
 import pytest
-from nets import LINREG, make_net
 
 import caffe
 from caffe.errors import FileFormatError, ShapeMismatchError
 from caffe.proto import caffe_pb2
+
+from nets import LINREG, make_net
 
 
 def _randomize(net, seed=0):
