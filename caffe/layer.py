@@ -60,7 +60,8 @@ class Layer:
     is_loss: ClassVar[bool] = False
     #: False for layers without a backward in Caffe (Accuracy, ArgMax, data layers...)
     has_backward: ClassVar[bool] = True
-    #: bottoms that force_backward must not reach (labels, indices): Caffe's AllowForceBackward
+    #: bottoms that force_backward must not reach (labels, indices): Caffe's AllowForceBackward;
+    #: negative indices count from the last bottom
     no_force_backward_bottoms: ClassVar[tuple[int, ...]] = ()
     #: opt-in for Python layers: ``bottom[i].data`` / ``.diff`` (and the tops') are torch tensors
     #: on the compute device instead of NumPy arrays, so GPU mode needs no host copies

@@ -498,8 +498,11 @@ class Net:
         if param.force_backward:
             for li, layer in enumerate(self._layers):
                 self._layer_need_backward[li] = True
+                n_bottom = len(self._bottom_ids[li])
+                refused = {k % n_bottom for k in type(layer).no_force_backward_bottoms} \
+                    if n_bottom else set()
                 for j, bid in enumerate(self._bottom_ids[li]):
-                    allow = j not in type(layer).no_force_backward_bottoms
+                    allow = j not in refused
                     self._bottom_need_backward[li][j] = self._bottom_need_backward[li][j] or allow
                     self._blob_need_backward[bid] = (self._blob_need_backward[bid]
                                                      or self._bottom_need_backward[li][j])

@@ -66,6 +66,7 @@ class GradientChecker:
         self._setup(layer, bottom, top)
         if not top:
             raise GradientCheckError("exhaustive mode needs at least one top blob")
+        self._forward(layer, bottom, top)  # tops may change shape at forward (Filter)
         for i, t in enumerate(top):
             for j in range(t.count):
                 self.check_gradient_single(layer, bottom, top, check_bottom, i, j)
@@ -76,6 +77,7 @@ class GradientChecker:
         self._setup(layer, bottom, top)
         if not top:
             raise GradientCheckError("elementwise mode needs at least one top blob")
+        self._forward(layer, bottom, top)
         for i, t in enumerate(top):
             for j in range(t.count):
                 self.check_gradient_single(layer, bottom, top, -1, i, j, element_wise=True)
