@@ -2,7 +2,8 @@
 sparse), positive_unitball, xavier, msra and bilinear.
 
 Random values come from the generator seeded by ``caffe.set_random_seed`` (drawn on the CPU and
-then moved, so a seed gives the same weights on every device).
+then moved, so a seed gives the same weights on every device). Fans, as in Caffe:
+fan_in = count / shape[0], fan_out = count / shape[1] (count for a 1-D blob).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from caffe.blob import Blob
 from caffe.errors import LayerSetupError
 from caffe.proto import caffe_pb2
 
+_TYPES = ("constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra", "bilinear")
 
-def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     count = math.prod(shape)
-    fan_in = count / shape[0] if shape and shape[0] else 0.0
-    fan_out = count / shape[1] if len(shape) > 1 and shape[1] else 0.0
+    fan_in = count // shape[0] if shape and shape[0] else count
+    fan_out = count // shape[1] if len(shape) > 1 and shape[1] else count
     return fan_in, fan_out
 
 
@@ -29,12 +32,50 @@ def _norm_n(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> float:
     if fp.variance_norm == caffe_pb2.FillerParameter.AVERAGE:
         return (fan_in + fan_out) / 2.0
     if fp.variance_norm == caffe_pb2.FillerParameter.FAN_OUT:
-        return fan_out
-    return fan_in
+        return float(fan_out)
+    return float(fan_in)
+
+
+def _check(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> None:
+    """Caffe's argument checks, as errors instead of aborts."""
+    kind = fp.type
+    if kind not in _TYPES:
+        raise LayerSetupError(f"Unknown filler type '{kind}'; use one of {', '.join(_TYPES)}")
+    if kind == "gaussian":
+        if fp.sparse < -1:
+            raise LayerSetupError(f"gaussian filler: sparse must be -1 (dense) or >= 0, got "
+                                  f"{fp.sparse}")
+        if fp.std < 0:
+            raise LayerSetupError(f"gaussian filler: std must be non-negative, got {fp.std}")
+        if fp.sparse >= 0 and (not shape or fp.sparse > shape[0]):
+            raise LayerSetupError(
+                f"gaussian filler: sparse {fp.sparse} needs a blob whose first dimension (the "
+                f"number of outputs) is at least {fp.sparse}; got shape {shape}")
+    elif fp.sparse != -1:
+        raise LayerSetupError(f"{kind} filler: sparsity is only supported by the gaussian "
+                              f"filler (got sparse: {fp.sparse})")
+    if kind == "uniform" and fp.min > fp.max:
+        raise LayerSetupError(f"uniform filler: min {fp.min} is larger than max {fp.max}")
+    if kind == "bilinear" and (len(shape) != 4 or shape[2] != shape[3]):
+        raise LayerSetupError(
+            f"bilinear filler needs a 4-D blob with square kernels, got shape {shape}")
+
+
+def _bilinear(shape: tuple[int, ...]) -> torch.Tensor:
+    """Caffe's bilinear upsampling kernel (1 - |x / f - c|) (1 - |y / f - c|) with
+    f = ceil(K / 2), c = (K - 1) / (2 f): x / f - c in float32, the rest in double, as
+    Caffe's float code with the C ``fabs`` computes it."""
+    size = shape[3]
+    f = math.ceil(size / 2.0)
+    c = torch.tensor((size - 1) / (2.0 * f), dtype=torch.float32)
+    offset = torch.arange(size, dtype=torch.float32) / f - c
+    tri = 1 - offset.double().abs()
+    return (tri[:, None] * tri[None, :]).float().expand(shape)
 
 
 def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.Tensor:
     """A float32 CPU tensor of ``shape`` filled as ``fp`` says."""
+    _check(fp, shape)
     g = STATE.generator
     kind = fp.type
     out = torch.empty(shape, dtype=torch.float32)
@@ -47,36 +88,21 @@ def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.
     if kind == "gaussian":
         out.normal_(fp.mean, fp.std, generator=g)
         if fp.sparse >= 0:
-            if out.dim() < 1 or shape[0] == 0:
-                raise LayerSetupError("gaussian filler with sparse needs a blob with num > 0")
-            p = fp.sparse / shape[0]
-            out.mul_(torch.bernoulli(torch.full(shape, min(max(p, 0.0), 1.0)), generator=g))
+            # each weight is kept with probability sparse / num_outputs
+            keep = torch.full(shape, fp.sparse / shape[0])
+            out.mul_(torch.bernoulli(keep, generator=g))
         return out
     if kind == "positive_unitball":
         out.uniform_(0.0, 1.0, generator=g)
-        flat = out.view(shape[0], -1)
+        flat = out.view(shape[0] if shape else 1, -1)
         flat.div_(flat.sum(dim=1, keepdim=True))
         return out
     if kind == "xavier":
-        n = _norm_n(fp, shape)
-        scale = math.sqrt(3.0 / n)
+        scale = math.sqrt(3.0 / _norm_n(fp, shape))
         return out.uniform_(-scale, scale, generator=g)
     if kind == "msra":
-        n = _norm_n(fp, shape)
-        return out.normal_(0.0, math.sqrt(2.0 / n), generator=g)
-    if kind == "bilinear":
-        if len(shape) != 4 or shape[2] != shape[3]:
-            raise LayerSetupError(
-                f"bilinear filler needs a 4-D blob with square kernels, got shape {shape}")
-        f = math.ceil(shape[3] / 2.0)
-        c = (shape[3] - 1) / (2.0 * f)
-        x = torch.arange(shape[3], dtype=torch.float64)
-        y = torch.arange(shape[2], dtype=torch.float64)
-        k = (1 - (x / f - c).abs())[None, :] * (1 - (y / f - c).abs())[:, None]
-        return out.copy_(k.to(torch.float32).expand(shape))
-    raise LayerSetupError(
-        f"Unknown filler type '{kind}'; use one of constant, uniform, gaussian, "
-        "positive_unitball, xavier, msra, bilinear")
+        return out.normal_(0.0, math.sqrt(2.0 / _norm_n(fp, shape)), generator=g)
+    return out.copy_(_bilinear(shape))
 
 
 def fill(blob: Blob, fp: caffe_pb2.FillerParameter) -> None:

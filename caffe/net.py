@@ -359,6 +359,7 @@ class Net:
             self._bottom_ids.append(bottom_ids)
             self._top_ids.append(top_ids)
             self._bottom_need_backward.append(bneed)
+            n_specs = len(lp.param)  # as written: a layer's setup may add specs (BatchNorm)
             try:
                 layer.SetUp(self._bottom_vecs[-1], self._top_vecs[-1])
             except Exception as e:
@@ -372,14 +373,14 @@ class Net:
                 LOG.info("Top shape: %s (%d)", " ".join(map(str, self._blobs[bid].shape)),
                          self._blobs[bid].count)
             n_params = len(layer.blobs)
-            if len(lp.param) > n_params:
+            if n_specs > n_params:
                 raise NetDefinitionError(
-                    f"Layer '{lp.name}' ({lp.type}) has {len(lp.param)} param specs but only "
+                    f"Layer '{lp.name}' ({lp.type}) has {n_specs} param specs but only "
                     f"{n_params} parameter blobs")
             default_spec = caffe_pb2.ParamSpec()
             prop = []
             for pid in range(n_params):
-                spec = lp.param[pid] if pid < len(lp.param) else default_spec
+                spec = lp.param[pid] if pid < n_specs else default_spec
                 pneed = spec.lr_mult != 0
                 need_backward |= pneed
                 prop.append(pneed)

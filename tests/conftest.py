@@ -9,7 +9,12 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import pytest  # noqa: E402
 
+import torch  # noqa: E402
+
 import caffe  # noqa: E402
+
+# Tiny tensors: intra-op threads only add overhead (and contention on a 2-core CI machine).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

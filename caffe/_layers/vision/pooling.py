@@ -166,17 +166,22 @@ class Pooling(Layer):
 
     def _stochastic(self, x):
         win = self._windows(x)
-        total = win.sum(-1)
         if self.phase == caffe_pb2.TRAIN:
-            probs = win / total.clamp_min(torch.finfo(x.dtype).tiny).unsqueeze(-1)
-            flat = probs.reshape(-1, probs.shape[-1])
-            r = torch.rand(flat.shape[0], 1, generator=generator_for(x.device),
+            # Caffe's rule: pick the first element whose running sum reaches u * (window sum),
+            # u ~ U[0, 1); the last running sum is the window sum, so the pick stays in range
+            running = win.cumsum(-1)
+            u = torch.rand(running.shape[:-1] + (1,), generator=generator_for(x.device),
                            device=x.device, dtype=x.dtype)
-            choice = (flat.cumsum(-1) < r * flat.sum(-1, keepdim=True)).sum(-1)
-            choice = choice.clamp_max(flat.shape[-1] - 1).view(win.shape[:4])
-            self.choice = choice
-            return win.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
-        return (win * win).sum(-1) / total.clamp_min(torch.finfo(x.dtype).tiny)
+            choice = (running < u * running[..., -1:]).sum(-1, keepdim=True)
+            self.choice = choice.clamp_max_(win.shape[-1] - 1)
+            return win.gather(-1, self.choice).squeeze(-1)
+        return self._stochastic_test(win)[0]
+
+    @staticmethod
+    def _stochastic_test(win):
+        """TEST output, the activation-weighted mean sum(x^2) / sum(x), and sum(x)."""
+        total = win.sum(-1).clamp_min(torch.finfo(win.dtype).tiny)
+        return (win * win).sum(-1) / total, total
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -202,11 +207,17 @@ class Pooling(Layer):
                 dx = self._window_backward(
                     (dy / self._ave_divisor(h, w, dy.device).to(dy.dtype)).unsqueeze(-1)
                     .expand(dy.shape + (self.kernel[0] * self.kernel[1],)), x)
-        else:
+        elif self.phase == caffe_pb2.TRAIN:
             onehot = torch.zeros(dy.shape + (self.kernel[0] * self.kernel[1],), dtype=dy.dtype,
                                  device=dy.device)
-            onehot.scatter_(-1, self.choice.unsqueeze(-1), dy.unsqueeze(-1))
+            onehot.scatter_(-1, self.choice, dy.unsqueeze(-1))
             dx = self._window_backward(onehot, x)
+        else:
+            # d(sum x^2 / sum x)/dx_i = (2 x_i - y) / sum x (Caffe has no TEST backward)
+            win = self._windows(x)
+            y, total = self._stochastic_test(win)
+            dx = self._window_backward((dy / total).unsqueeze(-1)
+                                       * (2 * win - y.unsqueeze(-1)), x)
         bottom[0].diff_tensor = dx
 
     def _window_backward(self, per_window, x):

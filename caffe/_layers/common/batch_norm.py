@@ -1,0 +1,109 @@
+"""BatchNorm: top = (bottom - mean) / sqrt(var + eps) per channel (axis 1), without scale or
+shift (a Scale layer follows in Caffe nets).
+
+With batch statistics (TRAIN unless ``use_global_stats``), mean and biased var are taken over
+N and the spatial axes, and forward updates the three blobs: mean_sum = mean + f * mean_sum,
+var_sum = m / (m - 1) * var + f * var_sum (m = values per channel; factor 1 when m = 1),
+factor = f * factor + 1, with f = moving_average_fraction. With global statistics (TEST by
+default) mean = mean_sum / factor and var = var_sum / factor (0 when factor is 0).
+
+bottom and top: (N, C, ...) or (N,); blobs: mean_sum (C,), var_sum (C,), factor (1,). The blobs
+get no gradient."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from caffe.errors import LayerSetupError
+from caffe.layer import Layer, Phase
+from caffe.registry import register_layer
+
+_bn_backward = torch.ops.aten.native_batch_norm_backward
+
+
+@register_layer("BatchNorm")
+class BatchNorm(Layer):
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.layer_param.batch_norm_param
+        where = f"Layer '{self.name}' (BatchNorm)"
+        self.moving_average_fraction = float(p.moving_average_fraction)
+        self.use_global_stats = (bool(p.use_global_stats) if p.HasField("use_global_stats")
+                                 else self.phase == Phase.TEST)
+        self.eps = float(p.eps)
+        shape = bottom[0].shape
+        if not shape:
+            raise LayerSetupError(f"{where}: the input needs at least one axis, got a scalar")
+        self.channels = shape[1] if len(shape) > 1 else 1
+        # Caffe masks the statistics from the solver: missing param specs get lr_mult 0,
+        # given ones must say 0
+        specs = self.layer_param.param
+        for i in range(3):
+            if i == len(specs):
+                specs.add(lr_mult=0.0)
+            elif specs[i].lr_mult != 0:
+                raise LayerSetupError(
+                    f"{where}: param {i} has lr_mult {specs[i].lr_mult}; the batch statistics "
+                    "cannot be learned parameters: set lr_mult: 0 or leave the param out")
+        if not self.blobs:
+            for shp in ((self.channels,), (self.channels,), (1,)):
+                self.blobs.add_blob(*shp)
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if (shape[1] if len(shape) > 1 else 1) != self.channels:
+            raise LayerSetupError(f"Layer '{self.name}' (BatchNorm): input shape {shape} has "
+                                  f"{shape[1]} channels, the layer was set up for "
+                                  f"{self.channels}")
+        if top[0] is not bottom[0]:
+            top[0].reshape(shape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].tensor
+        x3 = x.reshape(x.shape[0], self.channels, -1)
+        if self.use_global_stats:
+            mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(x.dtype) for b in self.blobs)
+            inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
+            mean, var = mean_sum * inv, var_sum * inv
+            y = F.batch_norm(x3, mean, var, None, None, False, 0.0, self.eps)
+            self.invstd = var.add(self.eps).rsqrt_()
+        else:
+            self.x3 = x3
+            y = self._batch_forward(x3)
+        top[0].tensor = y.view(x.shape)
+
+    def _batch_forward(self, x3: torch.Tensor) -> torch.Tensor:
+        """Normalise with batch statistics and fold them into the running sums."""
+        c = self.channels
+        m = x3.numel() // c
+        mean = torch.zeros(c, dtype=x3.dtype, device=x3.device)
+        unbiased = torch.zeros_like(mean)
+        if m > 1:
+            # momentum 1 on zero buffers returns the batch mean and the m/(m-1) variance
+            y, self.mean, self.invstd = torch.native_batch_norm(
+                x3, None, None, mean, unbiased, True, 1.0, self.eps)
+        else:
+            mean = x3.reshape(c)
+            y = torch.zeros_like(x3)
+            self.mean = mean
+            self.invstd = torch.full_like(mean, self.eps).rsqrt_()
+        f = self.moving_average_fraction
+        for blob, batch in ((self.blobs[0], mean), (self.blobs[1], unbiased)):
+            blob.tensor.view(-1).mul_(f).add_(batch.to(blob.tensor.dtype))
+        self.blobs[2].tensor.mul_(f).add_(1.0)
+        return y
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff_tensor
+        dy = dy.reshape(dy.shape[0], self.channels, -1)
+        if self.use_global_stats:
+            dx = dy * self.invstd.view(1, -1, 1)
+        else:
+            dx = _bn_backward(dy, self.x3, None, None, None, self.mean, self.invstd, True,
+                              self.eps, [True, False, False])[0]
+        bottom[0].diff_tensor = dx.view(bottom[0].shape)
