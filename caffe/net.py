@@ -729,19 +729,26 @@ class Net:
         else:
             end_ind = len(self._layers) - 1
             outputs = set(self.outputs + blobs)
-        if kwargs:
-            if set(kwargs) != set(self.inputs):
-                raise ValueError(f"Input blob arguments {sorted(kwargs)} do not match the net "
-                                 f"inputs {self.inputs}")
-            for name, arr in kwargs.items():
-                blob = self.blobs[name]
-                arr = np.asarray(arr)
-                if arr.shape[0] != blob.shape[0]:
-                    raise ValueError(f"Input '{name}' has {arr.shape[0]} items but the blob's "
-                                     f"batch size is {blob.shape[0]}; reshape the blob first")
-                blob.data[...] = arr
+        self._fill(kwargs, self.inputs, "data", "Input blob")
         self._forward(start_ind, end_ind)
         return {name: self.blobs[name].data for name in outputs}
+
+    def _fill(self, arrays: dict, expected: list[str], attr: str, what: str) -> None:
+        """Write keyword arrays into the named blobs' ``data`` or ``diff``; the names must be
+        exactly ``expected`` and each array must have the blob's batch size."""
+        if not arrays:
+            return
+        if set(arrays) != set(expected):
+            raise ValueError(f"{what} arguments {sorted(arrays)} do not match the net's "
+                             f"{'inputs' if attr == 'data' else 'outputs'} {expected}")
+        for name, arr in arrays.items():
+            blob = self.blobs[name]
+            arr = np.asarray(arr)
+            if arr.shape[:1] != blob.shape[:1]:
+                raise ValueError(f"{what} '{name}' has {arr.shape[0] if arr.ndim else 0} items "
+                                 f"but the blob's batch size is {blob.shape[0]}; reshape the "
+                                 "blob first")
+            getattr(blob, attr)[...] = arr
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
@@ -755,17 +762,7 @@ class Net:
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
-        if kwargs:
-            if set(kwargs) != set(self.outputs):
-                raise ValueError(f"Top diff arguments {sorted(kwargs)} do not match the net "
-                                 f"outputs {self.outputs}")
-            for name, arr in kwargs.items():
-                blob = self.blobs[name]
-                arr = np.asarray(arr)
-                if arr.shape[0] != blob.shape[0]:
-                    raise ValueError(f"Diff '{name}' has {arr.shape[0]} items but the blob's "
-                                     f"batch size is {blob.shape[0]}")
-                blob.diff[...] = arr
+        self._fill(kwargs, self.outputs, "diff", "Top diff")
         self._backward(start_ind, end_ind)
         return {name: self.blobs[name].diff for name in outputs}
 

@@ -95,7 +95,7 @@ def test_forward_with_keyword_inputs_and_forward_all():
     out = net.forward(x=x)
     e = np.exp(x - x.max(1, keepdims=True))
     np.testing.assert_allclose(out["p"], e / e.sum(1, keepdims=True), rtol=1e-5)
-    with pytest.raises(ValueError, match="do not match the net inputs"):
+    with pytest.raises(ValueError, match="do not match the net.s inputs"):
         net.forward(y=x)
     with pytest.raises(ValueError, match="batch size"):
         net.forward(x=x[:2])
