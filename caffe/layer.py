@@ -240,19 +240,23 @@ class Layer:
         the graph from those leaves to the tops for ``backward``."""
         raw_bottom = [getattr(b, "blob", b) for b in bottom]
         raw_top = [getattr(t, "blob", t) for t in top]
-        inputs = []
-        swapped = []
-        for i, (b, need) in enumerate(zip(raw_bottom, self._record_bottoms)):
-            if need and not any(b is t for t in raw_top):
-                inputs.append((b, False, i))
+        inputs = [(b, False, i) for i, (b, need) in enumerate(zip(raw_bottom, self._record_bottoms))
+                  if need]
         inputs += [(p, True, j) for j, (p, need)
                    in enumerate(zip(self.blobs, self.param_propagate_down)) if need]
         leaves = []
+        swapped = []
         for blob, is_param, index in inputs:
             orig = blob.tensor
             leaf = orig.detach().requires_grad_(True)
-            blob._t = leaf
-            swapped.append((blob, orig))
+            if not is_param and any(blob is t for t in raw_top):
+                # in place: the top replaces this blob's data, so the forward works on a
+                # differentiable copy of the leaf and nothing is restored afterwards
+                with torch.enable_grad():
+                    blob._t = leaf.clone()
+            else:
+                blob._t = leaf
+                swapped.append((blob, orig))
             leaves.append((blob, leaf, is_param, index))
         try:
             with torch.enable_grad():

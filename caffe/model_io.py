@@ -8,6 +8,7 @@ legacy 4-D BlobProto shapes (num/channels/height/width) match the trailing axes.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ import torch
 
 from caffe._common import LOG
 from caffe.errors import FileFormatError, ShapeMismatchError
-from caffe.proto import caffe_pb2, files
+from caffe.proto import caffe_pb2, upgrade
 
 if TYPE_CHECKING:
     from caffe.blob import Blob
@@ -46,13 +47,17 @@ def blobproto_to_array(bp: caffe_pb2.BlobProto, source: str = "<blob>",
     shape = proto_shape(bp)
     if any(d < 0 for d in shape):
         raise FileFormatError(f"{source}: blob declares a negative dimension {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact: an int64 product could wrap around to 0
     values = (bp.double_diff or bp.diff) if diff else (bp.double_data or bp.data)
     if len(values) != count:
         raise FileFormatError(
             f"{source}: blob declares shape {shape} ({count} values) but holds {len(values)}")
     arr = np.array(values, dtype=np.float32) if count else np.zeros(0, np.float32)
-    return arr.reshape(shape)
+    try:
+        return arr.reshape(shape)
+    except ValueError as e:  # numpy refuses shapes like (0, 2**31, 2**31)
+        raise FileFormatError(f"{source}: blob shape {shape} is not a valid array shape "
+                              f"({e})") from None
 
 
 def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None) -> caffe_pb2.BlobProto:
@@ -74,8 +79,8 @@ def _check_shape(layer_name: str, j: int, target: tuple[int, ...], source: tuple
     raise ShapeMismatchError(
         f"Cannot copy param {j} weights from layer '{layer_name}' in {path}: shape mismatch. "
         f"Source param shape is {' '.join(map(str, source))} "
-        f"({int(np.prod(source, dtype=np.int64))}); target param shape is "
-        f"{' '.join(map(str, target))} ({int(np.prod(target, dtype=np.int64))}). To learn this "
+        f"({math.prod(source)}); target param shape is "
+        f"{' '.join(map(str, target))} ({math.prod(target)}). To learn this "
         "layer's parameters from scratch rather than copying from a saved net, rename the layer.")
 
 
@@ -85,8 +90,8 @@ def _set_blob(blob: Blob, arr: np.ndarray) -> None:
 
 # ---------------------------------------------------------------------------- loading
 def read_weights_proto(path: str) -> caffe_pb2.NetParameter:
-    """Read a binary caffemodel (current or V1 format)."""
-    return files.read_binary(path, caffe_pb2.NetParameter())
+    """Read a binary caffemodel (current, V1 or V0 format; V0 is upgraded to V1)."""
+    return upgrade.read_weights_param(path)
 
 
 def _layers_with_blobs(param: caffe_pb2.NetParameter):
@@ -142,6 +147,44 @@ def copy_trained_layers(net: Net, path: str) -> None:
                     "weights are: %s", path, net.name, ignored)
 
 
+#: An HDF5 dataset may declare more bytes than the file stores (compression, fill values);
+#: beyond this allowance, no more than deflate's best ratio (about 1032:1) is believed.
+HDF5_SLACK_BYTES = 16 << 20
+HDF5_MAX_RATIO = 1100
+
+
+def hdf5_dataset(obj, where: str):
+    """``obj`` (an h5py object, or None for a missing or dangling link) as a numeric dataset
+    that the file can back. Raises FileFormatError naming ``where`` for anything else, and for
+    a dataset declaring far more data than the file stores, before anything is allocated."""
+    import h5py
+
+    if not isinstance(obj, h5py.Dataset):
+        what = "missing (or a dangling link)" if obj is None else f"a {type(obj).__name__}"
+        raise FileFormatError(f"{where} is {what}, not a dataset")
+    if obj.shape is None:
+        raise FileFormatError(f"{where} is an empty HDF5 dataset (no dataspace)")
+    if obj.dtype.kind not in "fiub":
+        raise FileFormatError(f"{where} has the unsupported type {obj.dtype}; use a float or "
+                              "integer type")
+    need = obj.size * max(obj.dtype.itemsize, 4)
+    stored = obj.id.get_storage_size()
+    if need > HDF5_SLACK_BYTES and need > HDF5_MAX_RATIO * stored:
+        raise FileFormatError(
+            f"{where} declares shape {obj.shape} ({need} bytes to read) but the file stores "
+            f"{stored} bytes of it; refusing to allocate what the file cannot hold")
+    return obj
+
+
+def hdf5_read(obj, where: str) -> np.ndarray:
+    """An HDF5 dataset checked by :func:`hdf5_dataset`, read as float32."""
+    ds = hdf5_dataset(obj, where)
+    try:
+        return np.asarray(ds[()], dtype=np.float32)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise FileFormatError(f"cannot read {where}: {e}") from None
+
+
 def _copy_from_hdf5(net: Net, path: str) -> None:
     import h5py
 
@@ -150,17 +193,20 @@ def _copy_from_hdf5(net: Net, path: str) -> None:
     except OSError as e:
         raise FileFormatError(f"cannot open HDF5 weights file '{path}': {e}") from None
     with f:
-        if "data" not in f:
+        data = f.get("data")
+        if not isinstance(data, h5py.Group):
             raise FileFormatError(f"{path}: HDF5 weights need a group '/data'; found "
                                   f"{list(f.keys())}")
-        data = f["data"]
         for li, (name, layer) in enumerate(zip(net._layer_names, net._layers)):
-            if name not in data:
+            group = data.get(name) if name else None
+            if group is None:
                 if layer.blobs:
                     LOG.info("Ignoring target layer %s (not in %s)", name, path)
                 continue
-            group = data[name]
-            n_src = len(group.keys())
+            if not isinstance(group, h5py.Group):
+                raise FileFormatError(f"{path}: '/data/{name}' should be a group of datasets "
+                                      f"'0', '1', ...; it is a {type(group).__name__}")
+            n_src = len(group)
             if n_src > len(layer.blobs):
                 raise ShapeMismatchError(
                     f"Incompatible number of blobs for layer '{name}' in {path}: the file has "
@@ -174,9 +220,10 @@ def _copy_from_hdf5(net: Net, path: str) -> None:
                     raise ShapeMismatchError(
                         f"Incompatible number of blobs for layer '{name}' in {path}: "
                         f"dataset '{key}' is missing")
-                ds = group[key]
+                where = f"{path}: '/data/{name}/{key}'"
+                ds = hdf5_dataset(group.get(key), where)
                 _check_shape(name, j, blob.shape, tuple(ds.shape), True, path)
-                _set_blob(blob, np.asarray(ds, dtype=np.float32))
+                _set_blob(blob, hdf5_read(ds, where))
 
 
 # ---------------------------------------------------------------------------- saving

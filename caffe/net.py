@@ -30,7 +30,7 @@ from caffe.errors import (
     UnknownLayerTypeError,
 )
 from caffe.layer import Layer, Phase
-from caffe.proto import caffe_pb2, files, tolerant, upgrade
+from caffe.proto import caffe_pb2, files, upgrade
 from caffe.registry import layer_class
 
 
@@ -223,15 +223,14 @@ class Net:
                             "Net(network_file, weights_file, phase)")
         if phase is None:
             raise TypeError("Net(...) needs a phase: caffe.TRAIN or caffe.TEST")
-        extras: dict[int, dict] = {}
+        extras: dict[str, dict] = {}
         if isinstance(network, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(network)
             source = f"<NetParameter {param.name}>"
         else:
             source = str(network)
-            param, extras = tolerant.parse_net_text(files.read_utf8(source, "NetParameter"),
-                                                    source, strict)
+            param, extras = upgrade.read_net_file(source, strict)
         upgrade.upgrade_net_as_needed(param, source)
         param.state.phase = int(phase)
         param.state.level = int(level)
@@ -239,8 +238,7 @@ class Net:
             param.state.ClearField("stage")
             param.state.stage.extend(list(stages))
         self._source = source
-        self._extra_params = {param.layer[i].name: fields for i, fields in extras.items()
-                              if i < len(param.layer)}
+        self._extra_params = extras
         self._init(param, Phase(int(phase)), allow_python_layers)
         if weights:
             self.copy_from(weights)

@@ -28,8 +28,8 @@ from google.protobuf import message as pb_message
 from google.protobuf import unknown_fields
 
 from caffe._common import LOG
-from caffe.errors import ProtoError, SolverError
-from caffe.proto import caffe_pb2
+from caffe.errors import FileFormatError, ProtoError, SolverError
+from caffe.proto import caffe_pb2, files, tolerant
 
 V1 = caffe_pb2.V1LayerParameter
 
@@ -109,36 +109,36 @@ _CONV_IP = ("conv", "innerproduct")
 _CONV_POOL = ("conv", "pool")
 _SOURCE_TYPES = {"data": "data_param", "hdf5_data": "hdf5_data_param",
                  "images": "image_data_param", "window_data": "window_data_param"}
-
-
-def _per_type(types, param_of, field: str) -> dict[str, str]:
-    return {t: f"{param_of[t]}.{field}" for t in types}
-
-
 _PARAM_OF = {"conv": "convolution_param", "innerproduct": "inner_product_param",
              "pool": "pooling_param", **_SOURCE_TYPES}
+
+
+def _per_type(types, field: str) -> dict[str, str]:
+    """{V0 type: "<its V1 *_param>.<field>"} for each of ``types``."""
+    return {t: f"{_PARAM_OF[t]}.{field}" for t in types}
+
 
 #: V0 field -> {V0 type that has it: "<V1 *_param>.<field>"}. A V0 field set on a type not
 #: listed is dropped with a warning, as Caffe does.
 _V0_FIELDS: dict[str, dict[str, str]] = {
-    "num_output": _per_type(_CONV_IP, _PARAM_OF, "num_output"),
-    "biasterm": _per_type(_CONV_IP, _PARAM_OF, "bias_term"),
-    "weight_filler": _per_type(_CONV_IP, _PARAM_OF, "weight_filler"),
-    "bias_filler": _per_type(_CONV_IP, _PARAM_OF, "bias_filler"),
-    "pad": _per_type(_CONV_POOL, _PARAM_OF, "pad"),
-    "kernelsize": _per_type(_CONV_POOL, _PARAM_OF, "kernel_size"),
+    "num_output": _per_type(_CONV_IP, "num_output"),
+    "biasterm": _per_type(_CONV_IP, "bias_term"),
+    "weight_filler": _per_type(_CONV_IP, "weight_filler"),
+    "bias_filler": _per_type(_CONV_IP, "bias_filler"),
+    "pad": _per_type(_CONV_POOL, "pad"),
+    "kernelsize": _per_type(_CONV_POOL, "kernel_size"),
     "group": {"conv": "convolution_param.group"},
-    "stride": _per_type(_CONV_POOL, _PARAM_OF, "stride"),
+    "stride": _per_type(_CONV_POOL, "stride"),
     "pool": {"pool": "pooling_param.pool"},
     "dropout_ratio": {"dropout": "dropout_param.dropout_ratio"},
     "local_size": {"lrn": "lrn_param.local_size"},
     "alpha": {"lrn": "lrn_param.alpha"},
     "beta": {"lrn": "lrn_param.beta"},
     "k": {"lrn": "lrn_param.k"},
-    "source": {**_per_type(_SOURCE_TYPES, _PARAM_OF, "source"),
+    "source": {**_per_type(_SOURCE_TYPES, "source"),
                "infogain_loss": "infogain_loss_param.source"},
-    "batchsize": _per_type(_SOURCE_TYPES, _PARAM_OF, "batch_size"),
-    "rand_skip": _per_type(("data", "images"), _PARAM_OF, "rand_skip"),
+    "batchsize": _per_type(_SOURCE_TYPES, "batch_size"),
+    "rand_skip": _per_type(("data", "images"), "rand_skip"),
     "shuffle_images": {"images": "image_data_param.shuffle"},
     "new_height": {"images": "image_data_param.new_height"},
     "new_width": {"images": "image_data_param.new_width"},
@@ -182,7 +182,7 @@ def _assign(msg: pb_message.Message, path: str, value) -> None:
     for p in parents:
         msg = getattr(msg, p)
     fd = msg.DESCRIPTOR.fields_by_name[field]
-    if fd.label == fd.LABEL_REPEATED:
+    if fd.is_repeated:
         getattr(msg, field).append(value)
     elif fd.message_type is not None:
         getattr(msg, field).CopyFrom(value)
@@ -496,3 +496,87 @@ def upgrade_solver_as_needed(param: caffe_pb2.SolverParameter, source: str = "<s
     param.type = _SOLVER_TYPES[param.solver_type]
     param.ClearField("solver_type")
     return True
+
+
+# ---------------------------------------------------------------------------- reading files
+_TEXT_CONTROL = set(range(32)) - {9, 10, 11, 12, 13}
+
+
+def _check_binary_net(param: caffe_pb2.NetParameter, path: str) -> None:
+    """Bytes that are no protobuf at all often still decode as one made of unknown fields; a
+    NetParameter with unknown fields and nothing known is not a NetParameter."""
+    if len(unknown_fields.UnknownFieldSet(param)) and not param.ListFields():
+        raise FileFormatError(
+            f"{path}: neither a text nor a binary NetParameter (no prototxt syntax, and as "
+            "binary it holds none of NetParameter's fields)")
+
+
+def _parse_binary_net(data: bytes, path: str, text_error: ProtoError | None = None
+                      ) -> caffe_pb2.NetParameter:
+    param = caffe_pb2.NetParameter()
+    try:
+        param.ParseFromString(data)
+    except (pb_message.DecodeError, ValueError, RuntimeError) as e:
+        if text_error is not None:
+            raise text_error from None
+        raise FileFormatError(
+            f"{path}: neither a text nor a binary NetParameter ({len(data)} bytes): it is not "
+            f"UTF-8 text, and not valid protobuf wire format ({e})") from None
+    try:
+        _check_binary_net(param, path)
+    except FileFormatError:
+        if text_error is not None:
+            raise text_error from None
+        raise
+    return param
+
+
+def read_net_file(path: str, strict: bool = True
+                  ) -> tuple[caffe_pb2.NetParameter, dict[str, dict]]:
+    """A NetParameter from ``path``, a prototxt or a binary file (told apart by content), as
+    written (not upgraded), and the fields unknown to Caffe that tolerant parsing
+    (``strict=False``) cut out, by layer name: ``{'up': {'upsample_param': {'scale': 2}}}``.
+    Names survive the upgrades, which insert layers (the legacy Input) and so shift indices."""
+    data = files._read_bytes(path, "NetParameter")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _parse_binary_net(data, path), {}
+    try:
+        param, extras = tolerant.parse_net_text(text, path, strict)
+    except ProtoError as e:
+        if not _TEXT_CONTROL.intersection(data):
+            raise
+        return _parse_binary_net(data, path, e), {}
+    if not extras:
+        return param, {}
+    names = [name for _, _, name in tolerant.enclosing_layers(text)]
+    return param, {names[i]: fields for i, fields in extras.items() if i < len(names)}
+
+
+def read_net_param(path: str, upgrade: bool = True, strict: bool = True,
+                   problems: list[str] | None = None) -> caffe_pb2.NetParameter:
+    """A NetParameter from ``path``, a prototxt or a binary file (told apart by content), in
+    the current format unless ``upgrade`` is False (Caffe's ReadNetParamsFrom*FileOrDie).
+    ``strict=False`` skips fields unknown to Caffe with a warning (nets from forks)."""
+    param, _ = read_net_file(path, strict)
+    if upgrade:
+        upgrade_net_as_needed(param, path, problems)
+    return param
+
+
+def read_weights_param(path: str) -> caffe_pb2.NetParameter:
+    """A binary caffemodel (current, V1 or V0 format). V0 layers are upgraded to V1, whose
+    ``layers`` carry their names and blobs as current ``layer`` entries do."""
+    data = files._read_bytes(path, "NetParameter")
+    try:
+        param = files.parse_binary(data, caffe_pb2.NetParameter(), path)
+        _check_binary_net(param, path)
+    except FileFormatError as e:
+        looks_text = not _TEXT_CONTROL.intersection(data[:4096])
+        hint = " It looks like a text file: is it a prototxt rather than a caffemodel?" \
+            if looks_text else ""
+        raise FileFormatError(f"{e}.{hint}") from None
+    if net_needs_v0_upgrade(param):
+        upgrade_v0_net(param, path)
+    return param

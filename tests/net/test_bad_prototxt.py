@@ -57,19 +57,49 @@ def test_unknown_type_lists_known_types_and_file():
         caffe.Net(path, caffe.TEST)
 
 
-def test_register_layer_supplies_a_fork_type():
+@pytest.fixture
+def relu6_type():
+    """A fork-style ReLU6 registered for one test (torch ops, backward from autograd)."""
+
     @caffe.register_layer("ReLU6ForTest")
     class ReLU6(caffe.Layer):
         def reshape(self, bottom, top):
             top[0].reshape(*bottom[0].shape)
 
         def forward(self, bottom, top):
-            top[0].tensor[...] = bottom[0].tensor.clamp(0, 6)
+            top[0].tensor = bottom[0].tensor.clamp(0, 6)
 
-    path = write(GOOD.replace('"ReLU"', '"ReLU6ForTest"'))
+    yield "ReLU6ForTest"
+    caffe.registry._REGISTRY.pop("ReLU6ForTest")
+
+
+def test_register_layer_supplies_a_fork_type(relu6_type):
+    path = write(GOOD.replace('"ReLU"', f'"{relu6_type}"'))
     net = caffe.Net(path, caffe.TEST)
     net.blobs["x"].data[...] = [[-1, 3, 9], [7, 0, 2]]
     np.testing.assert_array_equal(net.forward()["y"], [[0, 3, 6], [6, 0, 2]])
+
+
+def test_in_place_autograd_fork_layer_backpropagates(relu6_type):
+    text = GOOD.replace('"ReLU"', f'"{relu6_type}"').replace('top: "y"', 'top: "x"')
+    net = caffe.Net(write("force_backward: true\n" + text), caffe.TRAIN)
+    net.blobs["x"].data[...] = [[-1, 3, 9], [7, 0, 2]]
+    out = net.forward()["x"]
+    np.testing.assert_array_equal(out, [[0, 3, 6], [6, 0, 2]])
+    net.blobs["x"].diff[...] = 1.0
+    net.backward()
+    np.testing.assert_array_equal(net.blobs["x"].diff, [[0, 1, 0], [0, 1, 1]])
+
+
+def test_tolerant_params_reach_the_right_layer_after_the_legacy_input_upgrade():
+    text = """name: "legacy"
+input: "x"
+input_dim: 1 input_dim: 3 input_dim: 1 input_dim: 1
+layer { name: "relu" type: "ReLU" bottom: "x" top: "y" upsample_param { scale: 3 } }
+"""
+    net = caffe.Net(write(text), caffe.TEST, strict=False)
+    assert net.layer_dict["relu"].extra_params == {"upsample_param": {"scale": 3}}
+    assert net.layer_dict["input"].extra_params == {}
 
 
 def test_unknown_bottom_names_layer_and_index():
@@ -81,7 +111,7 @@ def test_unknown_bottom_names_layer_and_index():
 def test_binary_file_as_prototxt():
     path = write("")
     open(path, "wb").write(b"\x08\x96\x01\xff\xfe\x00")
-    with pytest.raises(ProtoError, match="not a text NetParameter"):
+    with pytest.raises(ProtoError, match="neither a text nor a binary NetParameter"):
         caffe.Net(path, caffe.TEST)
 
 

@@ -95,7 +95,7 @@ def _cli(module_dir, layer, *bottoms):
            "--python-path", str(module_dir)]
     for b in bottoms:
         cmd += ["--bottom", b]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 def test_command_reports_pass_and_fail(module):
