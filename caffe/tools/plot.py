@@ -1,0 +1,179 @@
+"""``caffe plot``: draw the training and test curves of a training log as a PNG.
+
+``caffe plot train.log -o curves.png`` reads a log written by ``caffe train`` (neocaffe's or
+BVLC Caffe's: ``Iteration N, loss = x``, ``Iteration N, lr = x``, ``Iteration N, Testing net
+(#k)`` followed by ``Test net output #j: name = x``, and ``Train net output #j: name = x``) and
+draws up to three panels against the iteration: the losses (smoothed training loss and test
+loss outputs), the other outputs (accuracy ...), and the learning rate. Drawn with Pillow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+from caffe.errors import CaffeError
+
+COMMAND = "plot"
+HELP = "draw training and test curves from a training log as a PNG"
+
+_NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))"
+_TRAIN_LOSS = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = " + _NUMBER)
+_LR = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
+_TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
+_OUTPUT = re.compile(r"(Train|Test) net output #\d+: (\S+) = " + _NUMBER + r"( \(\*)?")
+_ITERATION = re.compile(r"Iteration (\d+)")
+
+COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+@dataclass
+class Panel:
+    title: str
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def add(self, name: str, it: int, value: float) -> None:
+        if math.isfinite(value):
+            self.series.setdefault(name, []).append((it, value))
+
+
+def parse_log(lines) -> list[Panel]:
+    """The curves of a training log: panels 'loss', 'outputs' and 'learning rate' (only the
+    ones with data)."""
+    loss, outputs, lr = Panel("loss"), Panel("outputs"), Panel("learning rate")
+    it = 0
+    test_it, test_net = 0, 0
+    for line in lines:
+        m = _TRAIN_LOSS.search(line)
+        if m:
+            it = int(m.group(1))
+            loss.add("train loss", it, float(m.group(2)))
+            continue
+        m = _LR.search(line)
+        if m:
+            it = int(m.group(1))
+            lr.add("lr", it, float(m.group(2)))
+            continue
+        m = _TESTING.search(line)
+        if m:
+            test_it, test_net = int(m.group(1)), int(m.group(2))
+            continue
+        m = _OUTPUT.search(line)
+        if m:
+            kind, name, value, is_loss = m.groups()
+            if kind == "Test":
+                label = f"test {name}" if test_net == 0 else f"test#{test_net} {name}"
+                (loss if is_loss else outputs).add(label, test_it, float(value))
+            elif not is_loss:
+                outputs.add(f"train {name}", it, float(value))
+            continue
+        m = _ITERATION.search(line)
+        if m:
+            it = int(m.group(1))
+    return [p for p in (loss, outputs, lr) if p.series]
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About ``count`` round tick values covering [lo, hi]."""
+    if hi <= lo:
+        pad = abs(lo) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step) * step
+    ticks = []
+    k = 0
+    while not ticks or ticks[-1] < hi - 1e-12 * step:
+        ticks.append(first + k * step)
+        k += 1
+    return ticks
+
+
+def _label(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def draw(panels: list[Panel], path: str, width: int = 900, panel_height: int = 300) -> None:
+    """Write the panels, one under the other, as a PNG."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=13)
+    except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
+        font = ImageFont.load_default()
+    image = Image.new("RGB", (width, panel_height * len(panels)), "white")
+    canvas = ImageDraw.Draw(image)
+    points = [p for panel in panels for s in panel.series.values() for p in s]
+    x_ticks = nice_ticks(min(x for x, _ in points), max(x for x, _ in points), 8)
+    x0, x1 = x_ticks[0], x_ticks[-1]
+    left, right, top, bottom = 80, 20, 30, 40
+    for k, panel in enumerate(panels):
+        oy = k * panel_height
+        box = (left, oy + top, width - right, oy + panel_height - bottom)
+        values = [v for s in panel.series.values() for _, v in s]
+        y_ticks = nice_ticks(min(values), max(values))
+        y0, y1 = y_ticks[0], y_ticks[-1]
+
+        def xy(x: float, y: float, box=box, y0=y0, y1=y1) -> tuple[float, float]:
+            return (box[0] + (x - x0) / (x1 - x0) * (box[2] - box[0]),
+                    box[3] - (y - y0) / (y1 - y0) * (box[3] - box[1]))
+
+        for t in x_ticks:
+            px = xy(t, y0)[0]
+            canvas.line([(px, box[1]), (px, box[3])], fill=(230, 230, 230))
+            canvas.text((px, box[3] + 6), _label(t), fill="black", font=font, anchor="ma")
+        for t in y_ticks:
+            py = xy(x0, t)[1]
+            canvas.line([(box[0], py), (box[2], py)], fill=(230, 230, 230))
+            canvas.text((box[0] - 6, py), _label(t), fill="black", font=font, anchor="rm")
+        canvas.rectangle(box, outline="black")
+        canvas.text(((box[0] + box[2]) / 2, oy + 8), panel.title, fill="black", font=font,
+                    anchor="ma")
+        canvas.text((box[2], box[3] + 22), "iteration", fill=(90, 90, 90), font=font,
+                    anchor="ra")
+        named = sorted(panel.series.items())
+        for j, (_, series) in enumerate(named):
+            color = COLORS[j % len(COLORS)]
+            pts = [xy(x, y) for x, y in sorted(series)]
+            if len(pts) > 1:
+                canvas.line(pts, fill=color, width=2)
+            if len(pts) <= 60:
+                for px, py in pts:
+                    canvas.ellipse((px - 3, py - 3, px + 3, py + 3), fill=color)
+        canvas.rectangle((box[2] - 158, box[1] + 2, box[2] - 4, box[1] + 14 + 18 * len(named)),
+                         fill="white", outline=(180, 180, 180))
+        for j, (name, _) in enumerate(named):
+            color = COLORS[j % len(COLORS)]
+            ly = box[1] + 14 + 18 * j
+            canvas.line([(box[2] - 150, ly), (box[2] - 125, ly)], fill=color, width=3)
+            canvas.text((box[2] - 118, ly), name, fill="black", font=font, anchor="lm")
+    image.save(path, format="PNG")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("log", help="a training log (the stderr of caffe train)")
+    parser.add_argument("-o", "--output", default="",
+                        help="the PNG file to write (default: the log's name + .png)")
+    parser.add_argument("--width", type=int, default=900, help="image width in pixels")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with open(args.log, encoding="utf-8", errors="replace") as f:
+            panels = parse_log(f)
+    except OSError as e:
+        raise CaffeError(f"cannot read the log '{args.log}': {e.strerror}") from None
+    if not panels:
+        raise CaffeError(f"no training or test values found in '{args.log}': expected lines "
+                         "such as 'Iteration 100, loss = 0.3' or 'Test net output #0: "
+                         "accuracy = 0.9'")
+    output = args.output or os.path.splitext(args.log)[0] + ".png"
+    draw(panels, output, width=max(args.width, 300))
+    names = ", ".join(n for p in panels for n in sorted(p.series))
+    print(f"Wrote {output} ({names})")
+    return 0

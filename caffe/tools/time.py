@@ -1,0 +1,99 @@
+"""``caffe time``: benchmark a model's execution (Caffe's ``caffe time``).
+
+``caffe time -model M [-iterations 50] [-phase TRAIN|TEST] [-gpu ids] [-level N]
+[-stage s1,s2]`` runs one warm-up forward (and backward in TRAIN), then times ``iterations``
+forward passes (and, in TRAIN, backward passes) layer by layer, and logs the average forward
+and backward time of every layer, of the whole passes, and the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from caffe._common import LOG, STATE, init_log
+from caffe.errors import CaffeError
+from caffe.layer import Phase
+from caffe.net import Net
+from caffe.tools.train import (
+    add_device_arguments,
+    add_import_path,
+    gpu_ids,
+    stages_from,
+    use_devices,
+)
+
+COMMAND = "time"
+HELP = "benchmark a model: average forward/backward time per layer"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="", help="the net definition (prototxt)")
+    parser.add_argument("--iterations", type=int, default=50, help="passes to time")
+    parser.add_argument("--phase", default="TRAIN", choices=("TRAIN", "TEST"),
+                        help="net phase (TRAIN also times the backward pass)")
+    add_device_arguments(parser)
+
+
+def _clock() -> float:
+    """Seconds, after waiting for queued device work."""
+    if STATE.device.type == "cuda":
+        torch.cuda.synchronize(STATE.device)
+    return time.perf_counter()
+
+
+def run(args: argparse.Namespace) -> int:
+    init_log()
+    if not args.model:
+        raise CaffeError("Need a model definition to time: caffe time -model net.prototxt")
+    if args.iterations <= 0:
+        raise CaffeError(f"-iterations must be positive, got {args.iterations}")
+    use_devices(gpu_ids(args.gpu))
+    add_import_path(args.model)
+    phase = Phase[args.phase]
+    train = phase == Phase.TRAIN
+    net = Net(args.model, phase, level=args.level, stages=stages_from(args.stage))
+    LOG.info("Performing Forward")
+    LOG.info("Initial loss: %g", net._forward())
+    if train:
+        LOG.info("Performing Backward")
+        net._backward()
+    n = len(net.layers)
+    forward_ms = [0.0] * n
+    backward_ms = [0.0] * n
+    forward_total = backward_total = 0.0
+    LOG.info("*** Benchmark begins ***")
+    LOG.info("Testing for %d iterations.", args.iterations)
+    start = _clock()
+    for j in range(args.iterations):
+        iter_start = _clock()
+        for i in range(n):
+            t = _clock()
+            net._forward(i, i)
+            forward_ms[i] += (_clock() - t) * 1e3
+        forward_total += (_clock() - iter_start) * 1e3
+        if train:
+            back_start = _clock()
+            for i in range(n - 1, -1, -1):
+                t = _clock()
+                net._backward(i, i)
+                backward_ms[i] += (_clock() - t) * 1e3
+            backward_total += (_clock() - back_start) * 1e3
+        LOG.info("Iteration: %d forward-backward time: %g ms.", j + 1,
+                 (_clock() - iter_start) * 1e3)
+    total = (_clock() - start) * 1e3
+    iters = args.iterations
+    LOG.info("Average time per layer: ")
+    for i, name in enumerate(net._layer_names):
+        LOG.info("%10s\tforward: %g ms.", name, forward_ms[i] / iters)
+        if train:
+            LOG.info("%10s\tbackward: %g ms.", name, backward_ms[i] / iters)
+    LOG.info("Average Forward pass: %g ms.", forward_total / iters)
+    if train:
+        LOG.info("Average Backward pass: %g ms.", backward_total / iters)
+    LOG.info("Average Forward-Backward: %g ms.", total / iters)
+    LOG.info("Total Time: %g ms.", total)
+    LOG.info("*** Benchmark ends ***")
+    return 0

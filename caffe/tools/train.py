@@ -1,0 +1,233 @@
+"""``caffe train``: train a net with a solver (Caffe's ``caffe train``).
+
+``caffe train -solver S [-weights a.caffemodel,b.caffemodel | -snapshot S.solverstate]
+[-gpu ids|all] [-level N] [-stage s1,s2] [-sigint_effect stop|snapshot|none]
+[-sighup_effect stop|snapshot|none]``
+
+As in Caffe, paths inside the solver file are relative to the working directory, ``-level`` and
+``-stage`` go into the solver's ``train_state``, and without ``-gpu`` a solver file that says
+``solver_mode: GPU`` trains on its ``device_id``. SIGINT stops training (after a last snapshot,
+unless ``snapshot_after_train: false``); SIGHUP takes a snapshot and training goes on.
+
+neocaffe conveniences: the solver file's folder is put on ``sys.path``, so a Python layer module
+kept next to the solver is found without setting PYTHONPATH; ``-sigint_effect snapshot`` takes a
+snapshot and then stops (Ctrl-C always ends the run unless its effect is ``none``); a missing
+snapshot folder is created; a progress bar is drawn when stderr is a terminal; and the
+snapshot files written are listed on stdout at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from caffe._common import LOG, init_log, set_device, set_mode_cpu, set_mode_gpu
+from caffe.errors import CaffeError, SolverError
+from caffe.proto import caffe_pb2
+from caffe.solvers import Solver, SolverAction, solver_class
+from caffe.solvers.solver import read_solver_param
+
+COMMAND = "train"
+HELP = "train or fine-tune a model with a solver"
+
+EFFECTS = ("stop", "snapshot", "none")
+
+
+# ---------------------------------------------------------------------------- shared flags
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-gpu``, ``-level`` and ``-stage``, shared by train, test and time."""
+    parser.add_argument("--gpu", default="",
+                        help="GPU ids to use, comma-separated, or 'all' (default: CPU)")
+    parser.add_argument("--level", type=int, default=0, help="net state level")
+    parser.add_argument("--stage", default="", help="net state stages, comma-separated")
+
+
+def stages_from(text: str) -> list[str]:
+    return [s for s in text.split(",") if s]
+
+
+def gpu_ids(text: str) -> list[int]:
+    """Caffe's -gpu flag: '' (CPU), 'all' or a comma list of device ids."""
+    if not text:
+        return []
+    if text == "all":
+        return list(range(torch.cuda.device_count()))
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CaffeError(f"-gpu takes 'all' or comma-separated device ids, got '{text}'") from None
+
+
+def use_devices(gpus: list[int]) -> None:
+    """Select the CPU (no ids) or the first GPU id; several ids train on the first only."""
+    if not gpus:
+        LOG.info("Use CPU.")
+        set_mode_cpu()
+        return
+    if len(gpus) > 1:
+        LOG.warning("Several GPUs (%s) were asked for; neocaffe trains on one, GPU %d",
+                    ",".join(map(str, gpus)), gpus[0])
+    LOG.info("Use GPU with device ID %d", gpus[0])
+    set_device(gpus[0])
+    set_mode_gpu()
+
+
+def add_import_path(model_file: str) -> None:
+    """Put the folder of ``model_file`` first on sys.path (for Python layer modules)."""
+    folder = os.path.dirname(os.path.abspath(model_file))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+# ---------------------------------------------------------------------------- signals
+class SignalActions:
+    """Turns SIGINT / SIGHUP into solver actions, polled by the solver after each iteration."""
+
+    def __init__(self, sigint_effect: str, sighup_effect: str) -> None:
+        self.pending = SolverAction.NONE
+        self._previous: dict[int, object] = {}
+        effects = {"stop": SolverAction.STOP, "none": SolverAction.NONE}
+        plans = [(signal.SIGINT, sigint_effect,
+                  SolverAction.SNAPSHOT | SolverAction.STOP)]
+        if hasattr(signal, "SIGHUP"):
+            plans.append((signal.SIGHUP, sighup_effect, SolverAction.SNAPSHOT))
+        for signum, effect, snapshot_action in plans:
+            action = snapshot_action if effect == "snapshot" else effects[effect]
+            self._previous[signum] = signal.signal(signum, self._handler(signum, action))
+
+    def _handler(self, signum: int, action: SolverAction):
+        def handle(_signum, _frame) -> None:
+            if action:
+                LOG.info("Received %s: %s requested", signal.Signals(signum).name,
+                         action.name or str(action))
+            self.pending |= action
+
+        return handle
+
+    def __call__(self) -> SolverAction:
+        action, self.pending = self.pending, SolverAction.NONE
+        return action
+
+    def close(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+# ---------------------------------------------------------------------------- progress bar
+class ProgressBar:
+    """A one-line progress bar on a terminal; log lines clear it before they print."""
+
+    def __init__(self, solver: Solver, stream=None) -> None:
+        self.solver = solver
+        self.stream = stream or sys.stderr
+        self.start_iter = solver.iter
+        self.start = time.perf_counter()
+        self.last_draw = 0.0
+        self.shown = False
+        self._handlers = list(LOG.handlers)
+        for h in self._handlers:
+            h.addFilter(self._clear)
+        solver.add_callback(None, self.update)
+
+    def _clear(self, _record) -> bool:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False
+        return True
+
+    def update(self) -> None:
+        now = time.perf_counter()
+        if now - self.last_draw < 0.1:
+            return
+        self.last_draw = now
+        s = self.solver
+        total = max(s.param.max_iter, 1)
+        done = min(s.iter + 1, total)
+        speed = (done - self.start_iter) / max(now - self.start, 1e-9)
+        eta = (total - done) / speed if speed > 0 else 0.0
+        width = 30
+        filled = int(width * done / total)
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\r[{bar}] {done}/{total} loss {s.smoothed_loss:.4g} "
+                          f"{speed:.1f} it/s ETA {int(eta) // 60}:{int(eta) % 60:02d}\033[K")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        self._clear(None)
+        for h in self._handlers:
+            h.removeFilter(self._clear)
+
+
+# ---------------------------------------------------------------------------- the command
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--solver", default="", help="the solver definition (prototxt)")
+    parser.add_argument("--weights", default="",
+                        help="weights to fine-tune from, comma-separated caffemodel/HDF5 files")
+    parser.add_argument("--snapshot", default="",
+                        help="a .solverstate (or .solverstate.h5) to resume training from")
+    add_device_arguments(parser)
+    parser.add_argument("--sigint_effect", choices=EFFECTS, default="stop",
+                        help="what SIGINT (Ctrl-C) does: stop (default), snapshot (then stop), "
+                        "none")
+    parser.add_argument("--sighup_effect", choices=EFFECTS, default="snapshot",
+                        help="what SIGHUP does: snapshot (default, training goes on), stop, none")
+    parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                        help="draw a progress bar (auto: when stderr is a terminal)")
+
+
+def _train_devices(args: argparse.Namespace, param: caffe_pb2.SolverParameter) -> list[int]:
+    if args.gpu or not (param.HasField("solver_mode")
+                        and param.solver_mode == caffe_pb2.SolverParameter.GPU):
+        return gpu_ids(args.gpu)
+    if not torch.cuda.is_available():
+        LOG.warning("The solver asks for solver_mode: GPU, but PyTorch sees no CUDA device; "
+                    "training on the CPU")
+        return []
+    return [param.device_id]
+
+
+def run(args: argparse.Namespace) -> int:
+    init_log()
+    if not args.solver:
+        raise SolverError("Need a solver definition to train: caffe train -solver "
+                          "solver.prototxt")
+    if args.snapshot and args.weights:
+        raise SolverError("Give a snapshot to resume training or weights to fine-tune, but "
+                          "not both")
+    param = read_solver_param(args.solver)
+    param.train_state.level = args.level
+    param.train_state.stage.extend(stages_from(args.stage))
+    use_devices(_train_devices(args, param))
+    if args.snapshot or args.weights:
+        param.ClearField("weights")
+    if args.weights:
+        param.weights.append(args.weights)
+    add_import_path(args.solver)
+    solver = solver_class(param.type, args.solver)(param, args.solver)
+    if args.snapshot:
+        LOG.info("Resuming from %s", args.snapshot)
+        solver.restore(args.snapshot)
+    show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
+    bar = ProgressBar(solver) if show else None
+    actions = SignalActions(args.sigint_effect, args.sighup_effect)
+    solver.set_action_function(actions)
+    try:
+        LOG.info("Starting Optimization")
+        solver.solve()
+    finally:
+        actions.close()
+        if bar is not None:
+            bar.close()
+    LOG.info("Optimization Done.")
+    if solver.snapshots:
+        latest = solver.snapshots[-1]
+        print(f"Snapshots ({len(solver.snapshots)}) are in "
+              f"{os.path.dirname(latest) or '.'}; latest weights: {latest}")
+    return 0

@@ -1,0 +1,83 @@
+"""Bad solver descriptions raise a clear SolverError."""
+
+from __future__ import annotations
+
+import pytest
+from solver_nets import REGRESSION_NET, solver_param
+
+import caffe
+from caffe.errors import FileFormatError, ProtoError, SolverError
+
+
+def write(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_missing_net_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "solver.prototxt", 'net: "nope.prototxt" base_lr: 0.1 '
+                 'lr_policy: "fixed"')
+    with pytest.raises(SolverError, match=r"nope\.prototxt.*does not exist") as info:
+        caffe.get_solver(path)
+    assert isinstance(info.value, FileFormatError)
+    assert "solver.prototxt" in str(info.value)
+
+
+def test_missing_solver_file_and_syntax_error(tmp_path):
+    with pytest.raises(SolverError, match="does not exist"):
+        caffe.get_solver(str(tmp_path / "absent.prototxt"))
+    path = write(tmp_path, "bad.prototxt", "base_lr: 0.1\nmax_iter: ten\n")
+    with pytest.raises(ProtoError, match=r"bad\.prototxt:2"):
+        caffe.SGDSolver(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("type: 'Adamax'", "unknown solver type 'Adamax'.*SGD.*Adam"),
+    ("lr_policy: 'cosine'", "unknown lr_policy 'cosine'.*fixed.*sigmoid"),
+    ("lr_policy: 'step' gamma: 0.1", "stepsize > 0"),
+    ("lr_policy: 'sigmoid' gamma: 0.1", "stepsize > 0"),
+    ("lr_policy: 'exp' gamma: -0.5", "gamma >= 0"),
+    ("lr_policy: 'poly' power: 1", "max_iter > 0"),
+    ("regularization_type: 'L3' weight_decay: 0.1", "regularization_type 'L3'"),
+    ("type: 'AdaGrad' momentum: 0.9", "momentum cannot be used with AdaGrad"),
+    ("type: 'RMSProp' momentum: 0.9", "momentum cannot be used with RMSProp"),
+    ("type: 'RMSProp' rms_decay: 1.5", r"rms_decay must lie in \[0, 1\)"),
+    ("average_loss: 0", "average_loss must be >= 1"),
+    ("iter_size: 0", "iter_size must be >= 1"),
+    ("test_iter: 5", "test_interval > 0"),
+    ("test_iter: 0 test_interval: 5", "test_iter must be > 0"),
+    ("test_iter: 5 test_interval: 5 test_state { stage: 'a' } test_state { stage: 'b' }",
+     "test_state once per test net"),
+    ("solver_type: NESTEROV type: 'SGD'", "solver_type.*type"),
+    ("snapshot: 10", "snapshot_prefix"),
+    ("snapshot: 10 snapshot_prefix: '/proc/no/such/dir/x'", "snapshot"),
+])
+def test_bad_parameters(text, message):
+    with pytest.raises(SolverError, match=message):
+        caffe.get_solver(solver_param(text))
+
+
+def test_test_iter_without_a_test_net(tmp_path):
+    net = write(tmp_path, "net.prototxt", REGRESSION_NET)
+    path = write(tmp_path, "solver.prototxt",
+                 f'train_net: "{net}" test_iter: 10 test_interval: 5 base_lr: 0.1 '
+                 'lr_policy: "fixed"')
+    with pytest.raises(SolverError, match="test_iter must be given once per test net"):
+        caffe.get_solver(path)
+
+
+def test_train_net_must_be_given_exactly_once(tmp_path):
+    net = write(tmp_path, "net.prototxt", REGRESSION_NET)
+    with pytest.raises(SolverError, match="exactly one train net.*none"):
+        caffe.get_solver(caffe.proto.caffe_pb2.SolverParameter(base_lr=0.1, lr_policy="fixed"))
+    p = solver_param()
+    p.train_net = net
+    with pytest.raises(SolverError, match="exactly one train net"):
+        caffe.get_solver(p)
+
+
+def test_solver_arguments_are_checked():
+    with pytest.raises(TypeError, match="solver file path or a caffe_pb2.SolverParameter"):
+        caffe.get_solver(42)

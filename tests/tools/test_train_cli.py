@@ -1,0 +1,256 @@
+"""``caffe train``, ``caffe test``, ``caffe time`` and ``caffe plot``: flags (both -flag and
+--flag), Caffe's log lines, resuming, fine-tuning, net states, signals, the progress bar."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from caffe._common import LOG
+from caffe.proto import caffe_pb2, files
+from caffe.solvers import SolverAction
+from caffe.tools import cli
+from caffe.tools.train import SignalActions
+
+NET = """
+name: "tiny"
+layer { name: "data" type: "DummyData" top: "x" top: "t"
+  dummy_data_param { shape { dim: 8 dim: 5 } shape { dim: 8 dim: 2 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 0.5 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "extra" type: "Power" bottom: "y" top: "y2" power_param { scale: 2 }
+  include { stage: "extra" } }
+layer { name: "deep" type: "Power" bottom: "y" top: "y3" include { min_level: 1 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder with net.prototxt and solver.prototxt, as the working directory; INFO logging
+    (restored afterwards)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLOG_minloglevel", "0")
+    (tmp_path / "net.prototxt").write_text(NET)
+    write_solver(tmp_path)
+    handlers, level = list(LOG.handlers), LOG.level
+    yield tmp_path
+    for h in list(LOG.handlers):
+        LOG.removeHandler(h)
+    for h in handlers:
+        LOG.addHandler(h)
+    LOG.setLevel(level)
+
+
+def write_solver(folder, name: str = "solver.prototxt", extra: str = "") -> str:
+    text = ('net: "net.prototxt"\nbase_lr: 0.05\nmomentum: 0.9\nlr_policy: "step"\n'
+            'gamma: 0.5\nstepsize: 4\ndisplay: 2\nmax_iter: 6\ntest_iter: 2\n'
+            'test_interval: 3\nsnapshot: 4\nsnapshot_prefix: "snaps/tiny"\nrandom_seed: 5\n'
+            'solver_mode: CPU\n' + extra)
+    (folder / name).write_text(text)
+    return name
+
+
+def caffe_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_train_writes_caffe_log_lines_and_snapshots(workdir, capsys):
+    rc, out, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt")
+    assert rc == 0, err
+    for line in ("Use CPU.", "Starting Optimization", "Solving tiny",
+                 "Iteration 0, Testing net (#0)", "    Test net output #0: loss = ",
+                 "Iteration 0, loss = ", "    Train net output #0: loss = ",
+                 "Iteration 0, lr = 0.05", "Iteration 4, lr = 0.025",
+                 "Snapshotting to binary proto file snaps/tiny_iter_4.caffemodel",
+                 "Snapshotting solver state to binary proto file snaps/tiny_iter_4.solverstate",
+                 "Iteration 6, loss = ", "Iteration 6, Testing net (#0)",
+                 "Optimization Done."):
+        assert line in err, line
+    assert "] Iteration 2, loss = " in err  # glog prefix: "I1126 12:00:00.000000  pid x.py] "
+    assert sorted(os.listdir("snaps")) == ["tiny_iter_4.caffemodel", "tiny_iter_4.solverstate",
+                                           "tiny_iter_6.caffemodel", "tiny_iter_6.solverstate"]
+    assert "snaps/tiny_iter_6.caffemodel" in out
+
+
+def test_double_dash_flags_and_resume_from_snapshot(workdir, capsys):
+    assert caffe_cli(capsys, "train", "--solver=solver.prototxt")[0] == 0
+    os.rename("snaps", "first")
+    rc, _, err = caffe_cli(capsys, "train", "--solver", "solver.prototxt", "--snapshot",
+                           "first/tiny_iter_4.solverstate")
+    assert rc == 0, err
+    assert "Resuming from first/tiny_iter_4.solverstate" in err
+    assert "Iteration 4, lr = 0.025" in err and "Iteration 0, lr" not in err
+    state = files.read_binary("snaps/tiny_iter_6.solverstate", caffe_pb2.SolverState())
+    assert state.iter == 6 and state.learned_net == "snaps/tiny_iter_6.caffemodel"
+    assert not os.path.exists("snaps/tiny_iter_4.caffemodel")  # resumed after iteration 4
+
+
+def test_fine_tune_from_comma_separated_weights(workdir, capsys):
+    assert caffe_cli(capsys, "train", "-solver", "solver.prototxt")[0] == 0
+    rc, _, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt", "-weights",
+                           "snaps/tiny_iter_4.caffemodel,snaps/tiny_iter_6.caffemodel")
+    assert rc == 0, err
+    assert "Finetuning from snaps/tiny_iter_4.caffemodel" in err
+    assert "Finetuning from snaps/tiny_iter_6.caffemodel" in err
+
+
+def test_level_and_stage_go_into_the_train_state(workdir, capsys):
+    rc, _, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt", "-level", "1",
+                           "-stage", "extra,other")
+    assert rc == 0, err
+    saved = files.read_binary("snaps/tiny_iter_6.caffemodel", caffe_pb2.NetParameter())
+    assert {"extra", "deep"} <= {lp.name for lp in saved.layer}
+    # outputs in name order: loss (1 value), y2 and y3 (16 values each)
+    assert "Train net output #1: y2 = " in err and "Train net output #17: y3 = " in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train"], "Need a solver definition"),
+    (["train", "-solver", "solver.prototxt", "-weights", "a", "-snapshot", "b"], "not both"),
+    (["train", "-solver", "missing.prototxt"], "does not exist"),
+    (["train", "-solver", "solver.prototxt", "-gpu", "x"], "-gpu takes"),
+    (["test", "-model", "net.prototxt"], "Need model weights"),
+    (["test", "-weights", "w"], "Need a model definition"),
+    (["time"], "Need a model definition"),
+])
+def test_usage_errors(workdir, capsys, argv, message):
+    rc, _, err = caffe_cli(capsys, *argv)
+    assert rc == 1
+    assert message in err
+
+
+def test_gpu_solver_mode_without_cuda_falls_back_to_cpu(workdir, capsys):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    write_solver(workdir, "gpu.prototxt", "solver_mode: GPU\n")
+    rc, _, err = caffe_cli(capsys, "train", "-solver", "gpu.prototxt")
+    assert rc == 0
+    assert "sees no CUDA device; training on the CPU" in err
+
+
+def test_progress_bar(workdir, capsys):
+    rc, _, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt", "-progress", "on")
+    assert rc == 0
+    assert "\r[" in err and " it/s ETA " in err and "/6 loss " in err
+
+
+def test_caffe_test_scores_a_model(workdir, capsys):
+    assert caffe_cli(capsys, "train", "-solver", "solver.prototxt")[0] == 0
+    rc, _, err = caffe_cli(capsys, "test", "-model", "net.prototxt", "-weights",
+                           "snaps/tiny_iter_6.caffemodel", "-iterations", "3")
+    assert rc == 0, err
+    assert "Running for 3 iterations." in err
+    assert "Batch 0, loss = " in err and "Batch 2, loss = " in err and "Batch 3" not in err
+    assert "Loss: " in err
+    final = [line for line in err.splitlines() if "] loss = " in line]
+    assert len(final) == 1 and "(* 1 = " in final[0]
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_caffe_time_reports_per_layer_times(workdir, capsys, phase):
+    rc, _, err = caffe_cli(capsys, "time", "-model", "net.prototxt", "-iterations", "2",
+                           "-phase", phase)
+    assert rc == 0, err
+    assert "Iteration: 2 forward-backward time: " in err
+    assert "        ip\tforward: " in err
+    assert "Average Forward pass: " in err and "Total Time: " in err
+    assert ("Average Backward pass: " in err) == (phase == "TRAIN")
+    assert ("\tbackward: " in err) == (phase == "TRAIN")
+
+
+def test_plot_draws_the_curves_of_a_log(workdir, capsys):
+    rc, _, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt")
+    (workdir / "train.log").write_text(err)
+    rc, out, err = caffe_cli(capsys, "plot", "train.log", "-o", "curves.png")
+    assert rc == 0, err
+    assert "train loss" in out and "test loss" in out and "lr" in out
+    with Image.open("curves.png") as im:
+        # two panels: losses (train and test) and the learning rate; no other outputs
+        assert im.format == "PNG" and im.size == (900, 600)
+    (workdir / "empty.log").write_text("nothing here\n")
+    rc, _, err = caffe_cli(capsys, "plot", "empty.log")
+    assert rc == 1 and "no training or test values" in err
+
+
+def test_plot_reads_bvlc_caffe_logs(tmp_path):
+    from caffe.tools.plot import parse_log
+
+    log = """I0101 10:00:00.000000  1 solver.cpp:330] Iteration 0, Testing net (#0)
+I0101 10:00:00.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.1
+I0101 10:00:00.000000  1 solver.cpp:397]     Test net output #1: loss = 2.3 (* 1 = 2.3 loss)
+I0101 10:00:00.000000  1 solver.cpp:218] Iteration 0 (0 iter/s, 0.1s/100 iters), loss = 2.4
+I0101 10:00:00.000000  1 solver.cpp:237]     Train net output #0: loss = 2.4 (* 1 = 2.4 loss)
+I0101 10:00:00.000000  1 sgd_solver.cpp:105] Iteration 0, lr = 0.01
+I0101 10:00:01.000000  1 solver.cpp:218] Iteration 100 (9 iter/s, 11s/100 iters), loss = 0.3
+I0101 10:00:02.000000  1 solver.cpp:330] Iteration 500, Testing net (#0)
+I0101 10:00:02.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.97
+"""
+    panels = {p.title: p.series for p in parse_log(log.splitlines())}
+    assert panels["loss"]["train loss"] == [(0, 2.4), (100, 0.3)]
+    assert panels["loss"]["test loss"] == [(0, 2.3)]
+    assert panels["outputs"]["test accuracy"] == [(0, 0.1), (500, 0.97)]
+    assert panels["learning rate"]["lr"] == [(0, 0.01)]
+
+
+def test_signal_actions_map_effects():
+    actions = SignalActions("snapshot", "stop")
+    try:
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        assert actions() == SolverAction.SNAPSHOT | SolverAction.STOP
+        assert actions() == SolverAction.NONE
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert actions() == SolverAction.STOP
+    finally:
+        actions.close()
+    actions = SignalActions("none", "snapshot")
+    try:
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        assert actions() == SolverAction.NONE
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert actions() == SolverAction.SNAPSHOT
+    finally:
+        actions.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("effect", ["snapshot", "stop"])
+def test_sigint_ends_training_cleanly(tmp_path, effect):
+    (tmp_path / "net.prototxt").write_text(NET)
+    write_solver(tmp_path, extra="snapshot_after_train: false\n")
+    text = (tmp_path / "solver.prototxt").read_text()
+    text = text.replace("max_iter: 6", "max_iter: 100000000").replace("snapshot: 4", "")
+    (tmp_path / "solver.prototxt").write_text(text.replace("display: 2", "display: 1"))
+    env = dict(os.environ, GLOG_minloglevel="0")
+    proc = subprocess.Popen([sys.executable, "-m", "caffe", "train", "-solver",
+                             "solver.prototxt", "-sigint_effect", effect], cwd=tmp_path,
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    seen = ""
+    while "Iteration 3, loss" not in seen and time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    err = seen + err
+    assert proc.returncode == 0, err
+    assert "Received SIGINT" in err and "Optimization stopped early." in err
+    snaps = os.listdir(tmp_path / "snaps") if (tmp_path / "snaps").exists() else []
+    if effect == "snapshot":
+        assert any(s.endswith(".solverstate") for s in snaps) and "Snapshots (1)" in out
+    else:
+        assert snaps == []  # snapshot_after_train is off
