@@ -5,7 +5,7 @@
 ``init_log``/``log``, and more as the package grows.
 """
 
-from caffe import _layers  # noqa: F401  (registers every built-in layer type)
+from caffe import _layers, io  # noqa: F401  (_layers registers every built-in layer type)
 from caffe._common import (
     init_log,
     log,
@@ -20,16 +20,42 @@ from caffe._common import (
     solver_rank,
 )
 from caffe.blob import Blob
+from caffe.classifier import Classifier
+from caffe.detector import Detector
 from caffe.layer import TEST, TRAIN, Layer, Phase
 from caffe.net import Net
+from caffe.net_spec import NetSpec, layers, params, to_proto
 from caffe.registry import layer_type_list, register_layer
+from caffe.solvers import (
+    AdaDeltaSolver,
+    AdaGradSolver,
+    AdamSolver,
+    NesterovSolver,
+    RMSPropSolver,
+    SGDSolver,
+    get_solver,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaDeltaSolver",
+    "AdaGradSolver",
+    "AdamSolver",
+    "NesterovSolver",
+    "RMSPropSolver",
+    "SGDSolver",
+    "get_solver",
     "Blob",
+    "Classifier",
+    "Detector",
+    "io",
     "Layer",
     "Net",
+    "NetSpec",
+    "layers",
+    "params",
+    "to_proto",
     "Phase",
     "TEST",
     "TRAIN",

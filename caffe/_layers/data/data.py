@@ -1,0 +1,58 @@
+"""Data: batches of Datums read from an LMDB or LevelDB database in key order, transformed by
+``transform_param`` (see :mod:`caffe.data.transformer`), prefetched in the background.
+
+``data_param { source backend: LMDB|LEVELDB batch_size rand_skip prefetch }``. Tops: data
+``(batch_size, C, crop or H, crop or W)`` (the first Datum of each batch sets it) and, when
+a second top is given, labels ``(batch_size,)``. Reading wraps around at the end of the
+database; ``rand_skip`` skips a random number of records (below it) at the start. Raw uint8,
+``float_data`` and encoded (JPEG/PNG, decoded to BGR) Datums are read. No backward."""
+
+from __future__ import annotations
+
+import torch
+
+from caffe._common import STATE
+from caffe.data import naming_layer
+from caffe.data.base_layer import PrefetchingDataLayer
+from caffe.data.db import open_reader
+from caffe.data.prefetch import Batcher, decode_workers, new_seed, pin_batches
+from caffe.data.readers import DatumRecords
+from caffe.data.transformer import DataTransformer
+from caffe.registry import register_layer
+
+
+@register_layer("Data")
+class Data(PrefetchingDataLayer):
+    def setup(self, bottom, top):
+        p = self.layer_param.data_param
+        batch_size = self.check_batch_size(p.batch_size, "data_param")
+        with naming_layer(self):
+            transformer = DataTransformer(self.layer_param.transform_param, self.phase,
+                                          f"Layer '{self.name}' (Data)")
+            color = True if p.force_encoded_color and transformer.color is None \
+                else transformer.color
+            reader = open_reader(p.source, p.backend)
+            try:
+                records = DatumRecords(reader, batch_size, color, self.phase)
+                key, value = reader.first()
+                img, _, where = records.loader_for(0, key, value)()
+                shape = transformer.output_shape(img.shape, where)
+                encoded = records.is_encoded(value)
+            except BaseException:
+                reader.close()
+                raise
+        if p.rand_skip:
+            records.skip = int(torch.randint(0, p.rand_skip, (1,), generator=STATE.generator))
+        top[0].reshape(batch_size, *shape)
+        if len(top) > 1:
+            top[1].reshape(batch_size)
+        batcher = Batcher(transformer, new_seed(), decode_workers(encoded), pin_batches())
+
+        def produce():
+            return batcher.make(records.next_loaders())
+
+        def close():
+            batcher.close()
+            records.close()
+
+        self.start_prefetch(produce, p.prefetch, close)

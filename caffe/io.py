@@ -1,0 +1,268 @@
+"""pycaffe's ``caffe.io``: conversions between NumPy arrays and Caffe's protobuf messages
+(BlobProto, Datum), image loading and resizing, oversampling, and :class:`Transformer`, which
+turns ``H x W x K`` images into net inputs and back.
+
+Images from :func:`load_image` are float32 RGB in [0, 1], as skimage gives them to pycaffe;
+``Transformer.set_channel_swap(name, (2, 1, 0))`` and ``set_raw_scale(name, 255)`` convert them
+to the BGR [0, 255] inputs of Caffe's reference models."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from caffe.data.datum import chw_to_datum, datum_to_chw
+from caffe.errors import FileFormatError
+from caffe.proto import caffe_pb2, files
+
+__all__ = [
+    "Transformer",
+    "array_to_blobproto",
+    "array_to_datum",
+    "arraylist_to_blobprotovector_str",
+    "blobproto_to_array",
+    "blobprotovector_str_to_arraylist",
+    "datum_to_array",
+    "load_image",
+    "oversample",
+    "resize_image",
+]
+
+
+# ---------------------------------------------------------------------------- protobuf
+def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> np.ndarray:
+    """The blob's data (or diff) shaped by its legacy num/channels/height/width when any is
+    set, else by its ``shape`` (no shape gives a scalar, so only one value fits)."""
+    values = (blob.double_diff or blob.diff) if return_diff else (blob.double_data or blob.data)
+    dtype = np.float64 if (blob.double_diff if return_diff else blob.double_data) \
+        else np.float32
+    data = np.array(values, dtype=dtype)
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        shape: tuple[int, ...] = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        shape = tuple(blob.shape.dim)
+    if any(d < 0 for d in shape) or data.size != math.prod(shape):
+        raise FileFormatError(
+            f"BlobProto holds {data.size} values but its shape is {shape}")
+    try:
+        return data.reshape(shape)
+    except ValueError as e:  # an empty blob whose other dimensions overflow
+        raise FileFormatError(f"BlobProto shape {shape} is invalid: {e}") from None
+
+
+def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None) -> caffe_pb2.BlobProto:
+    """A BlobProto with ``arr``'s shape and values (and ``diff`` when given)."""
+    arr = np.asarray(arr)
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend(int(d) for d in arr.shape)
+    blob.data.extend(arr.astype(np.float64).ravel().tolist())
+    if diff is not None:
+        blob.diff.extend(np.asarray(diff, dtype=np.float64).ravel().tolist())
+    return blob
+
+
+def arraylist_to_blobprotovector_str(arraylist: Iterable[np.ndarray]) -> bytes:
+    """A serialized BlobProtoVector of the arrays."""
+    vec = caffe_pb2.BlobProtoVector()
+    vec.blobs.extend(array_to_blobproto(a) for a in arraylist)
+    return vec.SerializeToString()
+
+
+def blobprotovector_str_to_arraylist(s: bytes) -> list[np.ndarray]:
+    """The arrays of a serialized BlobProtoVector."""
+    vec = files.parse_binary(s, caffe_pb2.BlobProtoVector(), "<BlobProtoVector string>")
+    return [blobproto_to_array(b) for b in vec.blobs]
+
+
+def array_to_datum(arr: np.ndarray, label: int | None = None) -> caffe_pb2.Datum:
+    """A Datum from a ``C x H x W`` array: uint8 goes to ``data``, anything else to
+    ``float_data``. The label is only set when given."""
+    if np.ndim(arr) != 3:
+        raise ValueError(f"Incorrect array shape: a Datum holds a (channels, height, width) "
+                         f"array, got shape {np.shape(arr)}")
+    return chw_to_datum(arr, label)
+
+
+def datum_to_array(datum: caffe_pb2.Datum) -> np.ndarray:
+    """A raw Datum's pixels as ``C x H x W`` (uint8 from ``data``, else float from
+    ``float_data``); an encoded Datum is decoded to BGR uint8."""
+    arr = datum_to_chw(datum, "Datum")
+    return np.array(arr, dtype=np.uint8 if arr.dtype == np.uint8 else np.float64)
+
+
+# ---------------------------------------------------------------------------- images
+def load_image(filename: str, color: bool = True) -> np.ndarray:
+    """An image file as float32 ``H x W x 3`` RGB (``H x W x 1`` grey when ``color`` is
+    False) with values in [0, 1]. Alpha is dropped; grey images are repeated to 3 channels in
+    colour mode; colour images become grey with the Rec. 709 luma weights (as skimage)."""
+    try:
+        with Image.open(filename) as im:
+            im.load()
+            if im.mode.startswith("I;16") or im.mode == "I":
+                arr = np.asarray(im, dtype=np.float32) / 65535.0
+                arr = arr[:, :, None]
+            elif im.mode in ("1", "L", "F"):
+                arr = np.asarray(im.convert("L"), dtype=np.float32)[:, :, None] / 255.0
+            else:
+                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise FileFormatError(f"image file '{filename}' does not exist") from None
+    except Exception as e:
+        raise FileFormatError(f"cannot read image '{filename}': {type(e).__name__}: {e}"
+                              ) from None
+    if color and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif not color and arr.shape[2] == 3:
+        weights = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+        arr = (arr @ weights)[:, :, None]
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+_MODES = {0: "nearest-exact", 1: "bilinear", 3: "bicubic"}
+
+
+def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1) -> np.ndarray:
+    """Resize an ``H x W x K`` image to ``new_dims`` (height, width) with nearest (order 0),
+    bilinear (1) or bicubic (3) interpolation on pixel centres; returns float32."""
+    if interp_order not in _MODES:
+        raise ValueError(f"interp_order must be one of {sorted(_MODES)}, got {interp_order}")
+    im = np.asarray(im, dtype=np.float32)
+    if im.ndim != 3:
+        raise ValueError(f"resize_image takes an H x W x K image, got shape {im.shape}")
+    h, w = int(new_dims[0]), int(new_dims[1])
+    if im.shape[:2] == (h, w):
+        return im.copy()
+    lo, hi = float(im.min(initial=0)), float(im.max(initial=0))
+    t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
+    mode = _MODES[interp_order]
+    kwargs = {} if mode == "nearest-exact" else {"align_corners": False}
+    out = torch.nn.functional.interpolate(t, size=(h, w), mode=mode, **kwargs)[0]
+    if interp_order == 3:
+        out = out.clamp(lo, hi)
+    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
+
+
+def oversample(images: Sequence[np.ndarray], crop_dims: Sequence[int]) -> np.ndarray:
+    """Ten crops per ``H x W x K`` image: the four corners and the centre, then the same five
+    mirrored left-right; returns ``(10 * N, crop_h, crop_w, K)`` float32."""
+    images = [np.asarray(im) for im in images]
+    ih, iw, k = images[0].shape
+    ch, cw = int(crop_dims[0]), int(crop_dims[1])
+    boxes = [(top, left) for top in (0, ih - ch) for left in (0, iw - cw)]
+    boxes.append((int(ih / 2.0 - ch / 2.0), int(iw / 2.0 - cw / 2.0)))
+    crops = np.empty((10 * len(images), ch, cw, k), dtype=np.float32)
+    for n, im in enumerate(images):
+        for j, (top, left) in enumerate(boxes):
+            crop = im[top:top + ch, left:left + cw, :]
+            crops[10 * n + j] = crop
+            crops[10 * n + 5 + j] = crop[:, ::-1, :]
+    return crops
+
+
+# ---------------------------------------------------------------------------- Transformer
+class Transformer:
+    """Preprocessing for net inputs. ``inputs`` maps input names to their blob shapes
+    ``(N, C, H, W)``. ``preprocess`` applies, in order: resize to ``(H, W)``, transpose,
+    channel swap, raw scale, mean subtraction, input scale; ``deprocess`` undoes them (except
+    the resize)."""
+
+    def __init__(self, inputs: dict[str, Sequence[int]]) -> None:
+        self.inputs = {name: tuple(int(d) for d in shape) for name, shape in inputs.items()}
+        self.transpose: dict[str, tuple[int, ...]] = {}
+        self.channel_swap: dict[str, tuple[int, ...]] = {}
+        self.raw_scale: dict[str, float] = {}
+        self.mean: dict[str, np.ndarray] = {}
+        self.input_scale: dict[str, float] = {}
+
+    def _check_input(self, name: str) -> None:
+        if name not in self.inputs:
+            raise KeyError(f"'{name}' is not one of the net inputs: {list(self.inputs)}")
+
+    def preprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
+        """An ``H' x W' x K`` image (any size) as a ``K x H x W`` float32 net input."""
+        self._check_input(in_)
+        x = np.array(data, dtype=np.float32)
+        in_dims = self.inputs[in_][2:]
+        if x.shape[:2] != in_dims:
+            x = resize_image(x, in_dims)
+        if in_ in self.transpose:
+            x = x.transpose(self.transpose[in_])
+        if in_ in self.channel_swap:
+            x = x[list(self.channel_swap[in_]), :, :]
+        x = np.array(x, dtype=np.float32)
+        if in_ in self.raw_scale:
+            x *= self.raw_scale[in_]
+        if in_ in self.mean:
+            x -= self.mean[in_]
+        if in_ in self.input_scale:
+            x *= self.input_scale[in_]
+        return x
+
+    def deprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
+        """Undo ``preprocess`` (but not its resize) on one net input (leading 1 dims are
+        squeezed)."""
+        self._check_input(in_)
+        x = np.array(data).squeeze()
+        if in_ in self.input_scale:
+            x = x / self.input_scale[in_]
+        if in_ in self.mean:
+            x = x + self.mean[in_]
+        if in_ in self.raw_scale:
+            x = x / self.raw_scale[in_]
+        if in_ in self.channel_swap:
+            x = x[np.argsort(self.channel_swap[in_]), :, :]
+        if in_ in self.transpose:
+            x = x.transpose(np.argsort(self.transpose[in_]))
+        return x
+
+    def set_transpose(self, in_: str, order: Sequence[int]) -> None:
+        """Axis order to go from the image's ``H x W x K`` to the net's ``K x H x W``, e.g.
+        ``(2, 0, 1)``."""
+        self._check_input(in_)
+        if len(order) != len(self.inputs[in_]) - 1:
+            raise ValueError(f"Transpose order {tuple(order)} needs {len(self.inputs[in_]) - 1}"
+                             f" axes, as the input '{in_}' {self.inputs[in_]} without its batch"
+                             " axis")
+        self.transpose[in_] = tuple(int(i) for i in order)
+
+    def set_channel_swap(self, in_: str, order: Sequence[int]) -> None:
+        """Reorder channels after transposing, e.g. ``(2, 1, 0)`` for RGB to BGR."""
+        self._check_input(in_)
+        if len(order) != self.inputs[in_][1]:
+            raise ValueError(f"Channel swap {tuple(order)} needs {self.inputs[in_][1]} entries,"
+                             f" one per channel of input '{in_}'")
+        self.channel_swap[in_] = tuple(int(i) for i in order)
+
+    def set_raw_scale(self, in_: str, scale: float) -> None:
+        """Multiply by ``scale`` before subtracting the mean (e.g. 255 for [0, 1] images)."""
+        self._check_input(in_)
+        self.raw_scale[in_] = scale
+
+    def set_mean(self, in_: str, mean: np.ndarray) -> None:
+        """The mean to subtract: one value per channel (shape ``(K,)``) or an image (``K x H x
+        W`` or ``H x W``) of the input's size."""
+        self._check_input(in_)
+        mean = np.asarray(mean)
+        shape = self.inputs[in_]
+        if mean.ndim == 1:
+            if mean.shape[0] != shape[1]:
+                raise ValueError(f"Mean channels incompatible with input: {mean.shape[0]} values"
+                                 f" for {shape[1]} channels")
+            mean = mean[:, np.newaxis, np.newaxis]
+        else:
+            ms = (1,) + mean.shape if mean.ndim == 2 else mean.shape
+            if len(ms) != 3:
+                raise ValueError(f"Mean shape invalid: {mean.shape}")
+            if ms != shape[1:]:
+                raise ValueError(f"Mean shape incompatible with input shape: mean {mean.shape},"
+                                 f" input {shape[1:]}")
+        self.mean[in_] = mean
+
+    def set_input_scale(self, in_: str, scale: float) -> None:
+        """Multiply by ``scale`` after subtracting the mean."""
+        self._check_input(in_)
+        self.input_scale[in_] = scale
