@@ -1,0 +1,61 @@
+"""Smoke test of the per-layer speed benchmark (benchmarks/layer_speed.py): the machinery runs
+a few types at tiny sizes with one round, the twins agree with the layers, and the reports
+render. No timing assertions."""
+
+import json
+import os
+import sys
+
+import pytest
+
+import caffe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import layer_speed  # noqa: E402
+from benchmarks.layer_speed_cases import CASES, SKIPPED  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def result():
+    return layer_speed.run(["ReLU", "Convolution", "SoftmaxWithLoss"], mode="tiny",
+                           repeats=1, sample_s=0.0, log=None)
+
+
+def test_rows_are_complete_and_twins_agree(result):
+    names = {(r["type"], r["variant"]) for r in result["rows"]}
+    assert names == {("ReLU", ""), ("ReLU", "in place"), ("Convolution", "3x3"),
+                     ("SoftmaxWithLoss", "")}
+    for row in result["rows"]:
+        assert row["check"] == "ok", row
+        assert row["ours_ms"] > 0 and row["twin_ms"] > 0
+        assert row["status"] in ("PASS", "MISS")
+        assert row["target"] == (1.1 if row["type"] in ("ReLU", "Convolution") else 1.3)
+
+
+def test_in_place_memory_is_measured(result):
+    (row,) = [r for r in result["rows"] if r["in_place"]]
+    mem = row["memory"]
+    # ReLU in place keeps nothing between steps; its backward needs at most a new diff
+    assert mem["ours_held"] == 0
+    assert 0 < mem["ours_peak_extra"] <= 2
+    assert mem["status"] in ("PASS", "MISS")
+
+
+def test_reports_render(result, tmp_path):
+    md = layer_speed.markdown(result)
+    assert "| ReLU in place |" in md and "In-place layers" in md
+    assert "ReLU" in layer_speed.text_table(result)
+    json.dumps(result)
+
+
+def test_every_registered_type_has_a_case_or_a_reason():
+    covered = {c.type for c in CASES} | set(SKIPPED)
+    assert set(caffe.layer_type_list()) <= covered
+
+
+def test_unknown_type_is_refused():
+    with pytest.raises(SystemExit, match="NoSuchLayer"):
+        layer_speed.select_cases(["NoSuchLayer"])
