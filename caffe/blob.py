@@ -112,9 +112,9 @@ class Blob:
         if tuple(t.shape) == shape:
             return
         if math.prod(shape) == t.numel():
-            self._t = t.view(shape)
+            self._t = t.reshape(shape)
             if self._g is not None:
-                self._g = self._device_diff().view(shape)
+                self._g = self._device_diff().reshape(shape)
         else:
             self._t = torch.zeros(shape, dtype=t.dtype, device=t.device)
             self._g = None

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from caffe._common import STATE
+from caffe._common import STATE, generator_for
 from caffe.blob import Blob
 from caffe.errors import LayerSetupError
 from caffe.proto import caffe_pb2
@@ -45,7 +45,7 @@ def _check(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> None:
         if fp.sparse < -1:
             raise LayerSetupError(f"gaussian filler: sparse must be -1 (dense) or >= 0, got "
                                   f"{fp.sparse}")
-        if fp.std < 0:
+        if not fp.std >= 0:  # NaN too
             raise LayerSetupError(f"gaussian filler: std must be non-negative, got {fp.std}")
         if fp.sparse >= 0 and (not shape or fp.sparse > shape[0]):
             raise LayerSetupError(
@@ -54,6 +54,9 @@ def _check(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> None:
     elif fp.sparse != -1:
         raise LayerSetupError(f"{kind} filler: sparsity is only supported by the gaussian "
                               f"filler (got sparse: {fp.sparse})")
+    if kind == "uniform" and not (math.isfinite(fp.min) and math.isfinite(fp.max)):
+        raise LayerSetupError(f"uniform filler: min and max must be finite, got {fp.min} and "
+                              f"{fp.max}")
     if kind == "uniform" and fp.min > fp.max:
         raise LayerSetupError(f"uniform filler: min {fp.min} is larger than max {fp.max}")
     if kind == "bilinear" and (len(shape) != 4 or shape[2] != shape[3]):
@@ -73,12 +76,11 @@ def _bilinear(shape: tuple[int, ...]) -> torch.Tensor:
     return (tri[:, None] * tri[None, :]).float().expand(shape)
 
 
-def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 CPU tensor of ``shape`` filled as ``fp`` says."""
-    _check(fp, shape)
-    g = STATE.generator
+def _draw(out: torch.Tensor, fp: caffe_pb2.FillerParameter,
+          g: torch.Generator | None) -> torch.Tensor:
+    """Fill ``out`` (already checked against ``fp``) in place with ``g``."""
+    shape = tuple(out.shape)
     kind = fp.type
-    out = torch.empty(shape, dtype=torch.float32)
     if out.numel() == 0:
         return out
     if kind == "constant":
@@ -89,7 +91,7 @@ def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.
         out.normal_(fp.mean, fp.std, generator=g)
         if fp.sparse >= 0:
             # each weight is kept with probability sparse / num_outputs
-            keep = torch.full(shape, fp.sparse / shape[0])
+            keep = torch.full(shape, fp.sparse / shape[0], dtype=out.dtype, device=out.device)
             out.mul_(torch.bernoulli(keep, generator=g))
         return out
     if kind == "positive_unitball":
@@ -105,7 +107,37 @@ def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.
     return out.copy_(_bilinear(shape))
 
 
+def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 CPU tensor of ``shape`` filled as ``fp`` says."""
+    _check(fp, shape)
+    return _draw(torch.empty(shape, dtype=torch.float32), fp, STATE.generator)
+
+
+def _draws_like_make_filled(t: torch.Tensor) -> bool:
+    """Whether drawing straight into ``t`` gives make_filled's numbers: a contiguous float32
+    CPU tensor (the same generator calls fill the same memory layout)."""
+    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+
+
+def fill_(t: torch.Tensor, fp: caffe_pb2.FillerParameter) -> torch.Tensor:
+    """Fill ``t`` in place as ``fp`` says, drawing on ``t``'s own device: with the seeded CPU
+    generator on the CPU (a contiguous float32 tensor gets make_filled's numbers), with the
+    device's generator elsewhere (seeded by ``caffe.set_random_seed`` too, but its numbers
+    differ from the CPU's). For data refilled often (DummyData); weights use ``fill``."""
+    shape = tuple(t.shape)
+    _check(fp, shape)
+    if t.device.type != "cpu":
+        return _draw(t, fp, generator_for(t.device))
+    if _draws_like_make_filled(t):
+        return _draw(t, fp, STATE.generator)
+    return t.copy_(make_filled(fp, shape))
+
+
 def fill(blob: Blob, fp: caffe_pb2.FillerParameter) -> None:
-    """Fill ``blob``'s data in place."""
+    """Fill ``blob``'s data in place with make_filled's numbers on every device (drawn on the
+    CPU, then moved, unless the blob already is float32 on the CPU)."""
     t = blob.tensor
-    t.copy_(make_filled(fp, tuple(t.shape)).to(t.device, t.dtype))
+    if _draws_like_make_filled(t):
+        fill_(t, fp)
+    else:
+        t.copy_(make_filled(fp, tuple(t.shape)).to(t.device, t.dtype))

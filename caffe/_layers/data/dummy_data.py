@@ -1,5 +1,6 @@
 """DummyData: tops of given shapes filled by fillers (constant 0 by default); tops with a
-non-constant filler are refilled at every forward.
+non-constant filler are refilled at every forward, in place on the top's device (on the CPU
+with the seeded generator, the numbers ``fill`` gives).
 
 ``dummy_data_param { shape {...} data_filler {...} }``, one shape/filler for all tops or one per
 top; the legacy num/channels/height/width lists are accepted too."""
@@ -7,7 +8,7 @@ top; the legacy num/channels/height/width lists are accepted too."""
 from __future__ import annotations
 
 from caffe.errors import LayerSetupError
-from caffe.fillers import fill
+from caffe.fillers import fill, fill_
 from caffe.layer import Layer
 from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
@@ -61,4 +62,4 @@ class DummyData(Layer):
     def forward(self, bottom, top):
         for t, f, again in zip(top, self.fillers, self.refill):
             if again:
-                fill(t, f)
+                fill_(t.tensor, f)

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from caffe._layers.loss.labels import check_labels, int_labels
+from caffe._layers.loss.labels import check_labels, int_labels, require_batch_axis
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
 from caffe.registry import register_layer
@@ -32,6 +32,7 @@ class Accuracy(Layer):
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
+        require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
         self.axis = bottom[0].canonical_axis(self.layer_param.accuracy_param.axis)
         self.outer = math.prod(shape[:self.axis])
         self.channels = shape[self.axis]

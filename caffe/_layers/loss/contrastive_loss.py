@@ -13,7 +13,12 @@ from __future__ import annotations
 import torch
 
 from caffe._layers.base import LossLayer
-from caffe._layers.loss.labels import int_labels, legacy_shape, require_one_per_item
+from caffe._layers.loss.labels import (
+    int_labels,
+    legacy_shape,
+    require_batch_axis,
+    require_one_per_item,
+)
 from caffe.errors import LayerSetupError
 from caffe.registry import register_layer
 
@@ -29,6 +34,7 @@ class ContrastiveLoss(LossLayer):
         self.legacy = bool(p.legacy_version)
 
     def reshape(self, bottom, top):
+        require_batch_axis(self, bottom[0], "the first feature (bottom 0)")
         super().reshape(bottom, top)
         dims = [legacy_shape(self, bottom[i], f"bottom {i}") for i in (0, 1)]
         if dims[0][1] != dims[1][1] or any(d[2:] != (1, 1) for d in dims):

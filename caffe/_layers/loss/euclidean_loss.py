@@ -4,6 +4,7 @@ Backward: da = (a - b) / N * w, db = -(a - b) / N * w, w = the loss weight (top 
 from __future__ import annotations
 
 from caffe._layers.base import LossLayer
+from caffe._layers.loss.labels import require_batch_axis
 from caffe.errors import LayerSetupError
 from caffe.registry import register_layer
 
@@ -13,6 +14,7 @@ class EuclideanLoss(LossLayer):
     no_force_backward_bottoms = ()
 
     def reshape(self, bottom, top):
+        require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
         super().reshape(bottom, top)
         if bottom[0].count_range(1) != bottom[1].count_range(1):
             raise LayerSetupError(

@@ -13,7 +13,12 @@ from __future__ import annotations
 import torch
 
 from caffe._layers.base import LossLayer
-from caffe._layers.loss.labels import check_labels, int_labels, refuse_backward
+from caffe._layers.loss.labels import (
+    check_labels,
+    int_labels,
+    refuse_backward,
+    require_batch_axis,
+)
 from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
 
@@ -25,17 +30,24 @@ class HingeLoss(LossLayer):
     def setup(self, bottom, top):
         self.l1 = self.layer_param.hinge_loss_param.norm == _L1
 
+    def reshape(self, bottom, top):
+        require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
+        super().reshape(bottom, top)
+
     def forward(self, bottom, top):
         num = bottom[0].shape[0]
         x = bottom[0].tensor.reshape(num, -1)
         labels = int_labels(bottom[1].tensor.reshape(-1)[:num]).unsqueeze(1)
         check_labels(self, labels, x.shape[1], None)
         sign = torch.ones_like(x).scatter_(1, labels, -1.0)
-        t = torch.clamp_min(1 + sign * x, 0)
+        t = (sign * x).add_(1).clamp_min_(0)
         self.sign, self.margins = sign, t
-        loss = t.abs().sum() if self.l1 else (t * t).sum()
+        flat = t.view(-1)
+        # t >= 0, so its L1 norm is its plain sum
+        loss = flat.sum() if self.l1 else torch.dot(flat, flat)
         top[0].tensor.fill_(loss / num)
-        bottom[0].diff_tensor = t.reshape(bottom[0].shape).clone()
+        # shared, not copied: the backward replaces this diff, it never writes into it
+        bottom[0].diff_tensor = t.view(bottom[0].shape)
 
     def backward(self, top, propagate_down, bottom):
         refuse_backward(self, propagate_down, {1: "label"})

@@ -8,7 +8,9 @@ loss = -sum_valid sum_k H[label, k] * log(max(p_k, 1e-20)) / normalizer
 (``loss_param.normalization``, default VALID; the legacy ``normalize`` is rejected, as in Caffe).
 Labels equal to ``loss_param.ignore_label`` contribute nothing. Backward:
 dx_k = (p_k * sum_j H[label, j] - H[label, k]) * loss_weight / normalizer, zero at ignored
-positions. No backward into the labels or H. Optional top[1]: the probabilities."""
+positions. No backward into the labels or H. Optional top[1]: the probabilities.
+The rows H[label] gathered by the forward are kept for the backward. Labels are range-checked
+as in SoftmaxWithLoss (on the CPU; elsewhere only with CAFFE_CHECK_LABELS=1)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,15 @@ import math
 
 import torch
 
-from caffe._layers.base import LossLayer, normalizer
-from caffe._layers.loss.labels import LOG_THRESHOLD, check_labels, int_labels, refuse_backward
+from caffe._layers.base import LossLayer
+from caffe._layers.loss.labels import LOG_THRESHOLD, int_labels, refuse_backward
+from caffe._layers.loss.softmax_with_loss import (
+    check_label_range,
+    labels_checked_on,
+    valid_labels,
+    valid_normalizer,
+)
+from caffe._layers.neuron.softmax import softmax_view
 from caffe.errors import FileFormatError, LayerSetupError
 from caffe.model_io import blobproto_to_array
 from caffe.proto import caffe_pb2, files
@@ -94,35 +103,31 @@ class InfogainLoss(LossLayer):
         return h.reshape(self.num_labels, self.num_labels)
 
     def forward(self, bottom, top):
-        x = bottom[0].tensor.reshape(self.outer, self.num_labels, self.inner)
-        prob = torch.softmax(x, dim=1)
+        x = bottom[0].tensor
+        prob = torch.softmax(x.reshape(softmax_view(x.shape, self.axis)), dim=1)
+        if prob.dim() == 2:
+            prob = prob.unsqueeze(2)  # (outer, K, 1): a view
         labels = int_labels(bottom[1].tensor).reshape(self.outer, self.inner)
-        check_labels(self, labels, self.num_labels, self.ignore_label)
-        if self.ignore_label is not None:
-            valid = labels != self.ignore_label
-            safe = torch.where(valid, labels, torch.zeros_like(labels))
-            count = float(valid.sum())
-        else:
-            valid, safe = None, labels
-            count = float(self.outer * self.inner)
+        if labels_checked_on(labels.device):
+            check_label_range(self, labels, self.num_labels, self.ignore_label)
+        valid, safe = valid_labels(labels, self.ignore_label)
         h = self._matrix(bottom, x)
         rows = h[safe].permute(0, 2, 1)  # (outer, K, inner): H[label, k] at each position
-        per_item = -(rows * torch.log(prob.clamp_min(LOG_THRESHOLD))).sum(1)
+        per_item = (rows * torch.log(prob.clamp_min(LOG_THRESHOLD))).sum(1)
         if valid is not None:
             per_item = torch.where(valid, per_item, torch.zeros_like(per_item))
-        self.norm = normalizer(self.mode, self.outer, self.inner, count)
-        self.prob, self.labels, self.valid = prob, safe, valid
-        top[0].tensor.fill_(per_item.sum() / self.norm)
+        self.norm = valid_normalizer(self.mode, self.outer, self.inner, valid, x.dtype)
+        self.prob, self.rows, self.valid = prob, rows, valid
+        top[0].tensor.fill_(per_item.sum().neg_() / self.norm)
         if len(top) > 1:
-            top[1].tensor = prob.view(bottom[0].shape)
+            top[1].tensor = prob.view(x.shape)
 
     def backward(self, top, propagate_down, bottom):
         refuse_backward(self, propagate_down, {1: "label", 2: "infogain matrix"})
         if not propagate_down[0]:
             return
-        h = self._matrix(bottom, self.prob)
-        row_sums = h.sum(1)[self.labels].unsqueeze(1)  # (outer, 1, inner)
-        dx = self.prob * row_sums - h[self.labels].permute(0, 2, 1)
-        if self.valid is not None:
-            dx = dx * self.valid.unsqueeze(1)
-        bottom[0].diff_tensor = (dx * (top[0].diff_tensor / self.norm)).view(bottom[0].shape)
+        rows = self.rows
+        dx = (self.prob * rows.sum(1, keepdim=True)).sub_(rows)
+        scale = top[0].diff_tensor / self.norm
+        dx.mul_(scale if self.valid is None else self.valid.unsqueeze(1) * scale)
+        bottom[0].diff_tensor = dx.view(bottom[0].shape)

@@ -46,6 +46,14 @@ def legacy_shape(layer, blob: Blob, what: str) -> tuple[int, int, int, int]:
     return dims[0], dims[1], dims[2], dims[3]
 
 
+def require_batch_axis(layer, blob: Blob, what: str) -> None:
+    """Raise naming the layer when ``blob`` is a scalar (it has no batch axis)."""
+    if not blob.shape:
+        raise LayerSetupError(
+            f"Layer '{layer.name}' ({layer.type}): {what} needs at least one axis (the batch); "
+            "got a scalar blob of shape ()")
+
+
 def require_one_per_item(layer, blob: Blob, what: str) -> None:
     """Caffe's CHECKs that channels, height and width of ``blob`` are 1 (one value per item)."""
     _, c, h, w = legacy_shape(layer, blob, what)

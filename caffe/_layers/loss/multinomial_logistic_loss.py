@@ -15,6 +15,7 @@ from caffe._layers.loss.labels import (
     check_labels,
     int_labels,
     refuse_backward,
+    require_batch_axis,
     require_one_per_item,
 )
 from caffe.registry import register_layer
@@ -23,6 +24,7 @@ from caffe.registry import register_layer
 @register_layer("MultinomialLogisticLoss")
 class MultinomialLogisticLoss(LossLayer):
     def reshape(self, bottom, top):
+        require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
         super().reshape(bottom, top)
         require_one_per_item(self, bottom[1], "the label (bottom 1)")
 

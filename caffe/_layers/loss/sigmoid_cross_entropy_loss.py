@@ -1,7 +1,8 @@
 """SigmoidCrossEntropyLoss: cross-entropy between sigmoid(x) and targets in [0, 1].
 
 bottom[0]: scores x (N, ...); bottom[1]: targets t, same count. Per element, in Caffe's
-numerically stable form: l = -(x * (t - [x >= 0]) - log(1 + exp(x - 2 * x * [x >= 0]))).
+numerically stable form: l = -(x * (t - [x >= 0]) - log(1 + exp(x - 2 * x * [x >= 0]))), the
+same as torch's ``binary_cross_entropy_with_logits`` (which computes it).
 loss = sum of l over elements whose int(t) != ``loss_param.ignore_label`` / normalizer.
 Normalization: ``loss_param.normalization`` if set, else the legacy ``normalize`` (true: VALID,
 false: BATCH_SIZE), else BATCH_SIZE (this layer's own default, unlike SoftmaxWithLoss).
@@ -11,9 +12,11 @@ into the targets."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from caffe._layers.base import LossLayer, normalizer
-from caffe._layers.loss.labels import int_labels, refuse_backward
+from caffe._layers.base import LossLayer
+from caffe._layers.loss.labels import int_labels, refuse_backward, require_batch_axis
+from caffe._layers.loss.softmax_with_loss import valid_normalizer
 from caffe.errors import LayerSetupError
 from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
@@ -34,6 +37,7 @@ class SigmoidCrossEntropyLoss(LossLayer):
             self.mode = _MODES.BATCH_SIZE
 
     def reshape(self, bottom, top):
+        require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
         super().reshape(bottom, top)
         if bottom[0].count != bottom[1].count:
             raise LayerSetupError(
@@ -43,25 +47,23 @@ class SigmoidCrossEntropyLoss(LossLayer):
     def forward(self, bottom, top):
         x = bottom[0].tensor
         t = bottom[1].tensor.reshape(x.shape)
-        pos = (x >= 0).to(x.dtype)
-        terms = x * (t - pos) - torch.log(1 + torch.exp(x - 2 * x * pos))
-        if self.ignore_label is not None:
-            self.valid = int_labels(t) != self.ignore_label
-            terms = torch.where(self.valid, terms, torch.zeros_like(terms))
-            count = float(self.valid.sum())
-        else:
+        if self.ignore_label is None:
             self.valid = None
-            count = float(x.numel())
-        outer = x.shape[0]
-        self.norm = normalizer(self.mode, outer, bottom[0].count_range(1), count)
-        self.sigmoid = 0.5 * torch.tanh(0.5 * x) + 0.5
-        top[0].tensor.fill_(-terms.sum() / self.norm)
+            total = F.binary_cross_entropy_with_logits(x, t, reduction="sum")
+        else:
+            self.valid = int_labels(t) != self.ignore_label
+            terms = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+            total = torch.where(self.valid, terms, torch.zeros_like(terms)).sum()
+        self.norm = valid_normalizer(self.mode, x.shape[0], bottom[0].count_range(1),
+                                     self.valid, x.dtype)
+        top[0].tensor.fill_(total / self.norm)
 
     def backward(self, top, propagate_down, bottom):
         refuse_backward(self, propagate_down, {1: "target"})
         if not propagate_down[0]:
             return
-        dx = self.sigmoid - bottom[1].tensor.reshape(self.sigmoid.shape)
+        x = bottom[0].tensor
+        dx = torch.sigmoid(x).sub_(bottom[1].tensor.reshape(x.shape))
         if self.valid is not None:
-            dx = torch.where(self.valid, dx, torch.zeros_like(dx))
-        bottom[0].diff_tensor = dx * (top[0].diff_tensor / self.norm)
+            dx.masked_fill_(~self.valid, 0)
+        bottom[0].diff_tensor = dx.mul_(top[0].diff_tensor / self.norm)

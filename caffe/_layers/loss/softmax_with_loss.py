@@ -5,17 +5,28 @@ outer * inner integer values (stored as float). loss = -sum_valid log(max(p[labe
 / normalizer (``loss_param.normalization``: VALID (default), BATCH_SIZE, FULL, NONE; or the
 legacy ``normalize``). Labels equal to ``ignore_label`` contribute nothing. Backward:
 dx = (p - onehot(label)) * loss_weight / normalizer, zero at ignored positions. An optional
-second top holds the probabilities."""
+second top holds the probabilities.
+
+The label range is checked on the CPU; on other devices only when the environment variable
+CAFFE_CHECK_LABELS=1 is set (the check would wait for the device every forward)."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
 from caffe._layers.base import LossLayer, normalization_mode, normalizer
-from caffe._layers.loss.labels import check_labels, int_labels, refuse_backward
+from caffe._layers.loss.labels import (
+    check_labels,
+    int_labels,
+    refuse_backward,
+    require_batch_axis,
+)
+from caffe._layers.neuron.softmax import softmax_view
 from caffe.errors import LayerSetupError
+from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
 
 FLT_MIN = 1.17549435e-38
@@ -35,6 +46,7 @@ class SoftmaxWithLoss(LossLayer):
         self.mode = normalization_mode(self.layer_param)
 
     def reshape(self, bottom, top):
+        require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
         super().reshape(bottom, top)
         shape = bottom[0].shape
         self.axis = bottom[0].canonical_axis(self.layer_param.softmax_param.axis)
@@ -51,36 +63,69 @@ class SoftmaxWithLoss(LossLayer):
             top[1].reshape(shape)
 
     def forward(self, bottom, top):
-        x = bottom[0].tensor.reshape(self.outer, self.channels, self.inner)
-        prob = torch.softmax(x, dim=1)
+        x = bottom[0].tensor
+        prob = torch.softmax(x.reshape(softmax_view(x.shape, self.axis)), dim=1)
+        if prob.dim() == 2:
+            prob = prob.unsqueeze(2)  # (outer, C, 1): a view
         labels = int_labels(bottom[1].tensor).reshape(self.outer, self.inner)
-        check_labels(self, labels, self.channels, self.ignore_label)
-        if self.ignore_label is not None:
-            valid = labels != self.ignore_label
-            safe = torch.where(valid, labels, torch.zeros_like(labels))
-        else:
-            valid, safe = None, labels
-        p_true = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
-        nll = -torch.log(torch.clamp(p_true, min=FLT_MIN))
+        if labels_checked_on(labels.device):
+            check_label_range(self, labels, self.channels, self.ignore_label)
+        valid, safe = valid_labels(labels, self.ignore_label)
+        index = safe.unsqueeze(1)
+        p_true = prob.gather(1, index)
+        log_p = torch.log(torch.clamp(p_true, min=FLT_MIN))
         if valid is not None:
-            nll = torch.where(valid, nll, torch.zeros_like(nll))
-            count = float(valid.sum())
-        else:
-            count = float(self.outer * self.inner)
-        self.norm = normalizer(self.mode, self.outer, self.inner, count)
-        self.prob, self.labels, self.valid = prob, safe, valid
-        top[0].tensor.fill_(nll.sum() / self.norm)
+            log_p = torch.where(valid.unsqueeze(1), log_p, torch.zeros_like(log_p))
+        self.norm = valid_normalizer(self.mode, self.outer, self.inner, valid, x.dtype)
+        self.prob, self.index, self.p_true, self.valid = prob, index, p_true, valid
+        top[0].tensor.fill_(log_p.sum() / -self.norm)
         if len(top) > 1:
-            top[1].tensor = prob.view(bottom[0].shape)
+            top[1].tensor = prob.view(x.shape)
 
     def backward(self, top, propagate_down, bottom):
         refuse_backward(self, propagate_down, {1: "label"})
         if not propagate_down[0]:
             return
-        dx = self.prob.clone()
-        dx.scatter_add_(1, self.labels.unsqueeze(1),
-                        torch.full_like(self.labels.unsqueeze(1), -1, dtype=dx.dtype))
-        if self.valid is not None:
-            dx.mul_(self.valid.unsqueeze(1))
-        dx.mul_(top[0].diff_tensor / self.norm)
+        # p - 1 at the label (the gathered p_true - 1 is that same number)
+        dx = self.prob.clone().scatter_(1, self.index, self.p_true - 1)
+        scale = top[0].diff_tensor / self.norm
+        # one full pass: the ignored positions' zeros ride on the (outer, 1, inner) factor
+        dx.mul_(scale if self.valid is None else self.valid.unsqueeze(1) * scale)
         bottom[0].diff_tensor = dx.view(bottom[0].shape)
+
+
+def check_label_range(layer, labels: torch.Tensor, num_classes: int,
+                      ignore: int | None) -> None:
+    """``check_labels`` behind one cheap min/max look: labels all in [0, num_classes) need no
+    other test, whatever the ignore label."""
+    if labels.numel():
+        lo, hi = torch.aminmax(labels)
+        if int(lo) >= 0 and int(hi) < num_classes:
+            return
+    check_labels(layer, labels, num_classes, ignore)
+
+
+def labels_checked_on(device: torch.device) -> bool:
+    """Whether to range-check labels on ``device``: always on the CPU; elsewhere the check
+    would wait for the device every forward (Caffe only has a debug-build check there), so only
+    when the environment variable CAFFE_CHECK_LABELS is 1."""
+    return device.type == "cpu" or os.environ.get("CAFFE_CHECK_LABELS") == "1"
+
+
+def valid_labels(labels: torch.Tensor,
+                 ignore: int | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(mask of the labels that count, or None when nothing is ignored; the labels with the
+    ignored ones replaced by 0, safe to index with)."""
+    if ignore is None:
+        return None, labels
+    valid = labels != ignore
+    return valid, labels.masked_fill(~valid, 0)
+
+
+def valid_normalizer(mode: int, outer: int, inner: int, valid: torch.Tensor | None,
+                     dtype: torch.dtype) -> float | torch.Tensor:
+    """Caffe's normalizer; with ignored labels in VALID mode the count of valid labels stays a
+    tensor (no wait for the device), clamped to at least 1 like ``normalizer``."""
+    if valid is not None and mode == caffe_pb2.LossParameter.VALID:
+        return valid.sum().clamp_min_(1).to(dtype)
+    return normalizer(mode, outer, inner, -1)

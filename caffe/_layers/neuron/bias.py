@@ -50,11 +50,12 @@ class Bias(Layer):
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff_tensor
+        # dy itself, not a copy (also as db when b covers every axis): diffs are replaced,
+        # never written into, so sharing them is safe
         if propagate_down[0] and top[0] is not bottom[0]:
-            bottom[0].diff_tensor = dy.clone()
+            bottom[0].diff_tensor = dy
         if len(bottom) > 1:
             if propagate_down[1]:
-                db = self.span.reduce(dy)
-                bottom[1].diff_tensor = db.clone() if db.data_ptr() == dy.data_ptr() else db
+                bottom[1].diff_tensor = self.span.reduce(dy)
         elif self.param_propagate_down[0]:
             self.blobs[0].diff_tensor.add_(self.span.reduce(dy))

@@ -27,4 +27,10 @@ class ELU(NeuronLayer):
         if not propagate_down[0]:
             return
         x, y, dy = bottom[0].tensor, top[0].tensor, top[0].diff_tensor
-        bottom[0].diff_tensor = torch.where(x > 0, dy, dy * (y + self.alpha))
+        if self.alpha >= 0:
+            # y > 0 exactly where x > 0: one fused pass from the output
+            dx = torch.ops.aten.elu_backward(dy, self.alpha, 1.0, 1.0, True, y)
+        else:
+            # a negative alpha flips the sign of y for x < 0; torch refuses it from the output
+            dx = torch.where(x > 0, dy, dy * (y + self.alpha))
+        bottom[0].diff_tensor = dx

@@ -2,7 +2,8 @@
 shared slope (``prelu_param.channel_shared``). The slope blob has shape (C,) or () and is
 filled by ``prelu_param.filler`` (default constant 0.25).
 
-Backward: da_c += sum over the channel of dy * x * (x <= 0); dx = dy where x > 0, else a_c * dy.
+Backward (torch's fused PReLU kernel): da_c += sum over the channel of dy * x * (x <= 0);
+dx = dy where x > 0, else a_c * dy.
 The bottom needs at least two axes. Run in place, the layer keeps a copy of its input for the
 backward, as Caffe does."""
 
@@ -63,12 +64,15 @@ class PReLU(NeuronLayer):
             top[0].tensor = F.prelu(x, self.blobs[0].tensor.reshape(-1))
 
     def backward(self, top, propagate_down, bottom):
+        want_da = self.param_propagate_down[0]
+        if not (want_da or propagate_down[0]):
+            return
         x = self._saved if top[0] is bottom[0] else bottom[0].tensor
-        dy = top[0].diff_tensor
-        if self.param_propagate_down[0]:
-            g = (dy * x).masked_fill_(x > 0, 0)
-            dims = None if self.channel_shared else (0,) + tuple(range(2, x.dim()))
-            da = g.sum() if dims is None else g.sum(dims)
+        # one fused pass: dx = dy where x > 0 else a * dy, and the per-element dy * x * (x <= 0)
+        dx, g = torch.ops.aten._prelu_kernel_backward(
+            top[0].diff_tensor, x, self._slope(x.dim()))
+        if want_da:
+            da = g.sum() if self.channel_shared else g.sum((0,) + tuple(range(2, x.dim())))
             self.blobs[0].diff_tensor.add_(da.reshape(self.blobs[0].shape))
         if propagate_down[0]:
-            bottom[0].diff_tensor = torch.where(x > 0, dy, dy * self._slope(x.dim()))
+            bottom[0].diff_tensor = dx

@@ -42,6 +42,9 @@ class ArgMax(Layer):
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
+        if not shape:
+            raise LayerSetupError(f"{where(self)}: the bottom needs at least one axis; got a "
+                                  "scalar blob of shape ()")
         if self.axis is not None:
             new = list(shape)
             new[self.axis] = self.top_k
@@ -56,10 +59,14 @@ class ArgMax(Layer):
         x = bottom[0].tensor
         x = x.movedim(self.axis, -1) if self.axis is not None else x.reshape(x.shape[0], -1)
         dim = x.shape[-1]
-        # a stable descending sort of the reversed entries puts the larger index first on ties
-        values, order = torch.sort(x.flip(-1), dim=-1, descending=True, stable=True)
-        values = values[..., :self.top_k]
-        index = (dim - 1 - order[..., :self.top_k]).to(x.dtype)
+        # on the reversed entries, torch's first maximum and a stable descending sort both put
+        # the larger index first on ties, as Caffe does
+        if self.top_k == 1:
+            values, order = torch.max(x.flip(-1), dim=-1, keepdim=True)
+        else:
+            values, order = torch.sort(x.flip(-1), dim=-1, descending=True, stable=True)
+            values, order = values[..., :self.top_k], order[..., :self.top_k]
+        index = (dim - 1 - order).to(x.dtype)
         if self.axis is not None:
             y = (values if self.out_max_val else index).movedim(-1, self.axis)
         else:

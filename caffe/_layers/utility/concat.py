@@ -1,6 +1,6 @@
 """Concat: join the bottoms along ``axis`` (legacy ``concat_dim``, non-negative). Every bottom
 has the same shape except along that axis; top dim there = the sum of the bottoms'. Backward
-hands each bottom its slice of the top diff."""
+hands each bottom its slice of the top diff (a view of it where the slice is contiguous)."""
 
 from __future__ import annotations
 
@@ -42,4 +42,7 @@ class Concat(Layer):
         pieces = top[0].diff_tensor.split(self.sizes, self.axis)
         for b, piece, need in zip(bottom, pieces, propagate_down):
             if need:
-                b.diff_tensor = piece.clone(memory_format=torch.contiguous_format)
+                # a contiguous slice (axis 0, or only 1s before the axis) is handed out as a
+                # view: diffs are replaced, never written into. Others are copied, as a blob's
+                # diff must be viewable in any shape of its count.
+                b.diff_tensor = piece.contiguous()

@@ -54,9 +54,10 @@ class Eltwise(Layer):
             for x in xs[2:]:
                 y = y * x
         elif self.op == EP.SUM:
-            y = xs[0] * self.coeff[0]
-            for c, x in zip(self.coeff[1:], xs[1:]):
-                y = y + x * c
+            c0 = self.coeff[0]
+            y = torch.add(xs[0] if c0 == 1 else xs[0] * c0, xs[1], alpha=self.coeff[1])
+            for c, x in zip(self.coeff[2:], xs[2:]):
+                y.add_(x, alpha=c)
         else:
             first = xs[0] > xs[1]
             y = torch.where(first, xs[0], xs[1])
@@ -82,7 +83,9 @@ class Eltwise(Layer):
                     g = top[0].tensor / b.tensor
                 dx = g * dy
             elif self.op == EP.SUM:
-                dx = dy.clone() if self.coeff[i] == 1 else dy * self.coeff[i]
+                # coeff 1: dy itself (diffs are replaced, never written into, so sharing it
+                # with the top and the other bottoms is safe)
+                dx = dy if self.coeff[i] == 1 else dy * self.coeff[i]
             else:
                 dx = dy * (self.argmax == i)
             b.diff_tensor = dx

@@ -4,7 +4,8 @@ does internally.
 bottom: (N..., C, *spatial) with the channel axis at ``convolution_param.axis``; top:
 (N..., C * prod(kernel), *out) with out = (in + 2 pad - (dilation (k - 1) + 1)) // stride + 1.
 Channel-major column order: top channel (c * k_1 + i_1) * k_2 + i_2 ... holds bottom channel c
-at kernel offset (i_1, i_2, ...); zero padding. Backward is col2im (overlaps sum)."""
+at kernel offset (i_1, i_2, ...); zero padding. Backward is col2im (overlaps sum). Two spatial
+axes use torch's unfold/fold (same order); other counts strided views and autograd."""
 
 from __future__ import annotations
 
@@ -58,15 +59,28 @@ class Im2col(Layer):
         self.batch_shape = (math.prod(shape[:ax]),) + shape[ax:]
         top[0].reshape(shape[:ax] + (shape[ax] * math.prod(g.kernel),) + out)
 
+    def _unfold_args(self) -> dict:
+        g = self.geo
+        return dict(kernel_size=g.kernel, dilation=g.dilation, padding=g.pad, stride=g.stride)
+
     def forward(self, bottom, top):
         x = bottom[0].tensor.reshape(self.batch_shape)
-        top[0].tensor = im2col(x, self.geo).view(top[0].shape)
+        if self.geo.num_spatial == 2:  # torch's im2col: the same channel-major column order
+            cols = F.unfold(x, **self._unfold_args())
+        else:
+            cols = im2col(x, self.geo)
+        top[0].tensor = cols.view(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        # col2im is the adjoint of the (linear) im2col: let autograd scatter the columns back
         dcol = top[0].diff_tensor
+        if self.geo.num_spatial == 2:  # torch's col2im
+            dx = F.fold(dcol.reshape(self.batch_shape[0], dcol.shape[-3], -1),
+                        self.batch_shape[2:], **self._unfold_args())
+            bottom[0].diff_tensor = dx.view(bottom[0].shape)
+            return
+        # col2im is the adjoint of the (linear) im2col: let autograd scatter the columns back
         with torch.enable_grad():
             x = torch.zeros(self.batch_shape, dtype=dcol.dtype, device=dcol.device,
                             requires_grad=True)
