@@ -79,6 +79,9 @@ class Layer:
         self.extra_params: dict = {}
         self.loss_weights: list[float] = []
         self.param_propagate_down: list[bool] = []
+        #: False when the net will never run this layer's backward (TEST nets, layers below
+        #: no loss): a layer may then skip keeping what only its backward needs
+        self.need_backward = True
         self._graph = None
         self._record_bottoms: list[bool] | None = None
 

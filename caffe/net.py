@@ -514,6 +514,7 @@ class Net:
         for li, layer in enumerate(self._layers):
             if not type(layer).has_backward:
                 self._layer_need_backward[li] = False
+            layer.need_backward = self._layer_need_backward[li]
             if self._layer_need_backward[li] and layer.uses_autograd():
                 layer._record_bottoms = list(self._bottom_need_backward[li])
             else:

@@ -290,3 +290,20 @@ def test_legacy_input_fields_become_an_input_layer():
     assert net.blobs["data"].shape == (1, 2, 3, 4)
     assert net.layers[0].type == "Input"
     assert net.inputs == ["data"]
+
+
+def test_layers_know_when_no_backward_will_come():
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 4
+            dim: 4 } } }
+    layer { name: "pool" type: "Pooling" bottom: "x" top: "p"
+            pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+    layer { name: "scale" type: "Scale" bottom: "p" top: "p" scale_param { bias_term: true } }
+    """
+    net = make_net(text, caffe.TEST)
+    assert [layer.need_backward for layer in net.layers] == [False, False, False]
+    net.blobs["x"].data[...] = np.arange(32).reshape(1, 2, 4, 4)
+    net.forward()
+    assert net.layer_dict["pool"].argmax is None
+    assert net.layer_dict["scale"]._saved is None
+    np.testing.assert_array_equal(net.blobs["p"].data[0, 0], [[5, 7], [13, 15]])

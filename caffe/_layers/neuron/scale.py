@@ -67,7 +67,7 @@ class Scale(Layer):
         x = bottom[0].tensor
         s = self.span.expand(self._scale_blob(bottom).tensor)
         in_place = top[0] is bottom[0]
-        if in_place:
+        if in_place and self.need_backward:
             self._saved = keep_copy(self._saved, x)
         if self.bias_term:
             b = self.bias_span.expand(self.blobs[-1].tensor)

@@ -4,6 +4,8 @@ more than once."""
 
 from __future__ import annotations
 
+import torch
+
 from caffe.layer import Layer
 from caffe.registry import register_layer
 
@@ -27,9 +29,9 @@ class Split(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        total = top[0].diff_tensor.clone() if len(top) > 1 else top[0].diff_tensor
-        for t in top[1:]:
-            if t.has_diff:
-                total.add_(t.diff_tensor)
+        diffs = [t.diff_tensor for t in top if t.has_diff] or [top[0].diff_tensor]
+        total = diffs[0] if len(diffs) == 1 else torch.add(diffs[0], diffs[1])
+        for d in diffs[2:]:
+            total.add_(d)
         if top[0] is not bottom[0]:
             bottom[0].diff_tensor = total

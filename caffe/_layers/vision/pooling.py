@@ -21,6 +21,7 @@ from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
 
 PP = caffe_pb2.PoolingParameter
+_FLT_MAX = 3.4028234663852886e38
 
 
 def _pooled_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
@@ -80,6 +81,8 @@ class Pooling(Layer):
         kh, kw = self.kernel
         if kh <= 0 or kw <= 0:
             raise LayerSetupError(f"{where}: kernel must be positive, got {self.kernel}")
+        if min(self.stride) <= 0:
+            raise LayerSetupError(f"{where}: stride must be positive, got {self.stride}")
         for k, p in zip(self.kernel, self.pad):
             if p >= k:
                 raise LayerSetupError(f"{where}: pad {self.pad} must be smaller than the kernel "
@@ -124,6 +127,11 @@ class Pooling(Layer):
     def forward(self, bottom, top):
         x = bottom[0].tensor
         if self.method == PP.MAX:
+            if self.native and not self.need_backward and len(top) == 1:
+                top[0].tensor = F.max_pool2d(x, self.kernel, self.stride, self.pad,
+                                             ceil_mode=self.ceil_mode)
+                self.argmax = None  # no backward will come: keep no indices
+                return
             if self.native:
                 y, idx = F.max_pool2d(x, self.kernel, self.stride, self.pad,
                                       ceil_mode=self.ceil_mode, return_indices=True)
@@ -155,7 +163,10 @@ class Pooling(Layer):
         y, idx = F.max_pool2d(xp, self.kernel, self.stride, return_indices=True)
         wp = xp.shape[-1]
         r, c = idx // wp - self.pad[0], idx % wp - self.pad[1]
-        return y, r * w + c
+        # a window wholly past the input (ceil rounding without padding) is empty: Caffe leaves
+        # -FLT_MAX and mask -1 there, and its backward passes nothing
+        empty = (r < 0) | (r >= h) | (c < 0) | (c >= w)
+        return y.masked_fill(empty, -_FLT_MAX), (r * w + c).masked_fill(empty, -1)
 
     def _windows(self, x):
         """(N, C, OH, OW, kh*kw) windows over the zero-padded input (no padding: STOCHASTIC)."""
@@ -195,9 +206,12 @@ class Pooling(Layer):
                     dy, x, list(self.kernel), list(self.stride), list(self.pad), [1, 1],
                     self.ceil_mode, self.argmax)
             else:
-                dx = torch.zeros(n, c, h * w, dtype=dy.dtype, device=dy.device)
-                dx.scatter_add_(2, self.argmax.reshape(n, c, -1), dy.reshape(n, c, -1))
-                dx = dx.view(n, c, h, w)
+                # empty windows (mask -1) scatter into a spare last slot
+                idx = self.argmax.reshape(n, c, -1)
+                idx = torch.where(idx < 0, h * w, idx)
+                dx = torch.zeros(n, c, h * w + 1, dtype=dy.dtype, device=dy.device)
+                dx.scatter_add_(2, idx, dy.reshape(n, c, -1))
+                dx = dx[..., :h * w].reshape(n, c, h, w)
         elif self.method == PP.AVE:
             if self.native:
                 dx = torch.ops.aten.avg_pool2d_backward(
