@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from caffe.data.datum import chw_to_datum, datum_to_chw
+from caffe.data.image import DECODE_FORMATS
 from caffe.errors import FileFormatError
 from caffe.proto import caffe_pb2, files
 
@@ -100,7 +101,7 @@ def load_image(filename: str, color: bool = True) -> np.ndarray:
     False) with values in [0, 1]. Alpha is dropped; grey images are repeated to 3 channels in
     colour mode; colour images become grey with the Rec. 709 luma weights (as skimage)."""
     try:
-        with Image.open(filename) as im:
+        with Image.open(filename, formats=DECODE_FORMATS) as im:
             im.load()
             if im.mode.startswith("I;16") or im.mode == "I":
                 arr = np.asarray(im, dtype=np.float32) / 65535.0
@@ -266,3 +267,22 @@ class Transformer:
         """Multiply by ``scale`` after subtracting the mean."""
         self._check_input(in_)
         self.input_scale[in_] = scale
+
+
+def net_input_transformer(net, mean=None, input_scale=None, raw_scale=None,
+                          channel_swap=None) -> Transformer:
+    """A Transformer for ``net``'s first input taking H x W x K images (pycaffe's Classifier
+    and Detector set-up): transpose to K x H x W, then the optional mean, scales and channel
+    swap."""
+    name = net.inputs[0]
+    t = Transformer({name: net.blobs[name].data.shape})
+    t.set_transpose(name, (2, 0, 1))
+    if mean is not None:
+        t.set_mean(name, mean)
+    if input_scale is not None:
+        t.set_input_scale(name, input_scale)
+    if raw_scale is not None:
+        t.set_raw_scale(name, raw_scale)
+    if channel_swap is not None:
+        t.set_channel_swap(name, channel_swap)
+    return t
