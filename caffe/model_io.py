@@ -17,7 +17,7 @@ import torch
 
 from caffe._common import LOG
 from caffe.errors import FileFormatError, ShapeMismatchError
-from caffe.proto import caffe_pb2, upgrade
+from caffe.proto import caffe_pb2, files, upgrade
 
 if TYPE_CHECKING:
     from caffe.blob import Blob
@@ -242,30 +242,24 @@ def net_to_proto(net: Net, write_diff: bool = False) -> caffe_pb2.NetParameter:
 
 
 def save_hdf5(net: Net, path: str, write_diff: bool = False) -> None:
-    """Write parameters in Caffe's HDF5 layout, through a temporary file and a rename."""
-    import tempfile
+    """Write parameters in Caffe's HDF5 layout. The file is built in memory, then written to a
+    temporary file, flushed and renamed, so a crash leaves the old file or the new one."""
+    import io
 
     import h5py
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            data = f.create_group("data")
-            diff = f.create_group("diff") if write_diff else None
-            for li, (name, layer) in enumerate(zip(net._layer_names, net._layers)):
-                gd = data.create_group(name)
-                gf = diff.create_group(name) if diff is not None else None
-                for j, net_pid in enumerate(net._param_id_vecs[li]):
-                    if net._param_owners[net_pid] != -1:
-                        continue
-                    blob = layer.blobs[j]
-                    gd.create_dataset(str(j), data=blob.data)
-                    if gf is not None:
-                        gf.create_dataset(str(j), data=blob.diff)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        data = f.create_group("data")
+        diff = f.create_group("diff") if write_diff else None
+        for li, (name, layer) in enumerate(zip(net._layer_names, net._layers)):
+            gd = data.create_group(name)
+            gf = diff.create_group(name) if diff is not None else None
+            for j, net_pid in enumerate(net._param_id_vecs[li]):
+                if net._param_owners[net_pid] != -1:
+                    continue
+                blob = layer.blobs[j]
+                gd.create_dataset(str(j), data=blob.data)
+                if gf is not None:
+                    gf.create_dataset(str(j), data=blob.diff)
+    files.write_atomic(path, buf.getvalue())

@@ -8,7 +8,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 import pytest  # noqa: E402
-
 import torch  # noqa: E402
 
 import caffe  # noqa: E402

@@ -21,6 +21,13 @@ from caffe.errors import FileFormatError
 _FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "bmp": "BMP",
             "tif": "TIFF", "tiff": "TIFF", "webp": "WEBP", "ppm": "PPM", "pgm": "PPM",
             "pbm": "PPM"}
+#: the formats decoded: those OpenCV reads for Caffe. Others are refused, EPS above all (Pillow
+#: runs Ghostscript on it, so an "image" from a database or list could run a program)
+DECODE_FORMATS = ("BMP", "DIB", "GIF", "JPEG", "JPEG2000", "PNG", "PPM", "SUN", "TIFF", "WEBP")
+#: images up to this many pixels are always decoded; larger ones need at least one byte per
+#: _PIXELS_PER_BYTE pixels (a file claiming more is corrupt or a decompression bomb)
+_PIXELS_FREE = 1 << 23
+_PIXELS_PER_BYTE = 8192
 _GREY = {"1", "L", "I", "F"}
 _ALPHA = {"LA", "La", "RGBA", "RGBa", "PA"}
 
@@ -55,11 +62,18 @@ def _array(im: Image.Image, color: bool | None) -> np.ndarray:
 def decode_image(data: bytes, color: bool | None = True, where: str = "<bytes>") -> np.ndarray:
     """Decode an encoded image (JPEG, PNG, ...) to ``HxWxC`` uint8 BGR(A)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=DECODE_FORMATS) as im:
             if color is False and im.format == "JPEG":
                 im.draft("L", im.size)
+            w, h = im.size
+            if w * h > _PIXELS_FREE + _PIXELS_PER_BYTE * len(data):
+                raise FileFormatError(
+                    f"{where}: a {len(data)}-byte image claims {w} x {h} pixels, more than any "
+                    "compression gives; refusing to decode it")
             im.load()
             return _array(im, color)
+    except FileFormatError:
+        raise
     except Exception as e:  # Pillow raises many types for corrupt input
         raise FileFormatError(f"{where}: cannot decode the image ({len(data)} bytes): "
                               f"{type(e).__name__}: {e}") from None

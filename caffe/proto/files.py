@@ -13,6 +13,7 @@ import tempfile
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
+from caffe._common import LOG
 from caffe.errors import FileFormatError, ProtoError
 
 
@@ -61,14 +62,36 @@ def read_text(path: str, msg: pb_message.Message, allow_unknown: bool = False):
     return parse_text(text, msg, path, allow_unknown)
 
 
+def repair_text(msg: pb_message.Message, source: str = "<bytes>") -> None:
+    """Decode, with replacement characters, the string fields of a parsed ``msg`` that are not
+    valid UTF-8: protobuf hands them over as bytes (C++ Caffe accepts them), and bytes cannot
+    be copied into another message's string field."""
+    for field, value in msg.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for sub in value if field.is_repeated else (value,):
+                repair_text(sub, source)
+        elif field.type == field.TYPE_STRING and field.is_repeated:
+            if any(isinstance(v, bytes) for v in value):
+                items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                         for v in value]
+                del value[:]
+                value.extend(items)
+                LOG.warning("%s: %s holds text that is not UTF-8", source, field.full_name)
+        elif field.type == field.TYPE_STRING and isinstance(value, bytes):
+            setattr(msg, field.name, value.decode("utf-8", "replace"))
+            LOG.warning("%s: %s holds text that is not UTF-8", source, field.full_name)
+
+
 def parse_binary(data: bytes, msg: pb_message.Message, source: str = "<bytes>"):
-    """Parse wire-format ``data`` into ``msg``; a corrupt or truncated input names ``source``."""
+    """Parse wire-format ``data`` into ``msg``; a corrupt or truncated input names ``source``.
+    Text fields that are not UTF-8 are decoded with replacement characters."""
     try:
         msg.ParseFromString(data)
     except (pb_message.DecodeError, ValueError, RuntimeError) as e:
         raise FileFormatError(
             f"{source}: not a valid binary {msg.DESCRIPTOR.name} ({len(data)} bytes; the file "
             f"is truncated, corrupt, or of another kind: {e})") from None
+    repair_text(msg, source)
     return msg
 
 
@@ -94,6 +117,17 @@ def read_text_or_binary(path: str, msg: pb_message.Message, allow_unknown: bool 
             f"{path}: neither a text nor a binary {msg.DESCRIPTOR.name}") from None
 
 
+def _new_file_mode(path: str) -> int:
+    """The permissions ``open(path, "w")`` would give: those of the file it replaces, else
+    0o666 less the umask (mkstemp's temporary files are private, 0o600)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, flushed and
     renamed, so readers see the old file or the new one, never a partial one."""
@@ -104,6 +138,7 @@ def write_atomic(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         try:

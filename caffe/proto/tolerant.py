@@ -52,11 +52,24 @@ def _offset(text: str, line: int, col: int) -> int:
     return pos + col - 1
 
 
+class _Malformed(Exception):
+    """The text of an unknown field cannot be cut out (a missing value, an unclosed block)."""
+
+
+_MAX_DEPTH = 64
+_CLOSING = {"{": "}", "<": ">"}
+
+
 def _unquote(s: str) -> str:
-    return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+    try:
+        return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise _Malformed(f"bad escape sequence in the string {s} ({e.reason})") from None
 
 
 def _scalar(tok: _Tok):
+    if tok.kind == "punct":
+        raise _Malformed(f"expected a value, found '{tok.text}'")
     if tok.kind == "str":
         return _unquote(tok.text)
     for conv in (int, float):
@@ -67,29 +80,53 @@ def _scalar(tok: _Tok):
     return {"true": True, "false": False}.get(tok.text, tok.text)
 
 
-def _parse_block(toks: list[_Tok], i: int) -> tuple[dict, int]:
-    """Parse ``{ ... }`` starting at toks[i] == '{'; return (dict, index after '}')."""
-    result: dict = {}
-    i += 1
-    while i < len(toks) and toks[i].text != "}":
-        key = toks[i].text
+def _put(block: dict, key: str, value) -> None:
+    """Set ``block[key]``; a repeated key collects its values in a list."""
+    if key not in block:
+        block[key] = value
+    elif isinstance(block[key], list):
+        block[key].append(value)
+    else:
+        block[key] = [block[key], value]
+
+
+def _value(toks: list[_Tok], i: int, depth: int = 0) -> tuple[object, int]:
+    """The value starting at toks[i] (a scalar, a ``{...}`` or ``<...>`` block as a dict, or a
+    ``[...]`` list) and the index after it. Raises _Malformed when it is not well-formed."""
+    if i >= len(toks):
+        raise _Malformed("the text ends where a value is expected")
+    if depth > _MAX_DEPTH:
+        raise _Malformed(f"blocks are nested more than {_MAX_DEPTH} levels deep")
+    opening = toks[i].text
+    if opening in _CLOSING:
+        block: dict = {}
         i += 1
-        if i < len(toks) and toks[i].text == ":":
+        while i < len(toks) and toks[i].text != _CLOSING[opening]:
+            key = toks[i]
+            if key.kind != "word":
+                raise _Malformed(f"expected a field name, found '{key.text}'")
             i += 1
-        if i < len(toks) and toks[i].text == "{":
-            value, i = _parse_block(toks, i)
-        else:
-            value = _scalar(toks[i])
-            i += 1
-        if key in result:
-            if not isinstance(result[key], list):
-                result[key] = [result[key]]
-            result[key].append(value)
-        else:
-            result[key] = value
-        if i < len(toks) and toks[i].text in (",", ";"):
-            i += 1
-    return result, i + 1
+            if i < len(toks) and toks[i].text == ":":
+                i += 1
+            value, i = _value(toks, i, depth + 1)
+            _put(block, key.text, value)
+            if i < len(toks) and toks[i].text in (",", ";"):
+                i += 1
+        if i >= len(toks):
+            raise _Malformed(f"a '{opening}' is never closed")
+        return block, i + 1
+    if opening == "[":
+        items = []
+        i += 1
+        while i < len(toks) and toks[i].text != "]":
+            value, i = _value(toks, i, depth + 1)
+            items.append(value)
+            if i < len(toks) and toks[i].text == ",":
+                i += 1
+        if i >= len(toks):
+            raise _Malformed("a '[' is never closed")
+        return items, i + 1
+    return _scalar(toks[i]), i + 1
 
 
 def _field_span(toks: list[_Tok], i: int) -> tuple[int, int, object]:
@@ -97,10 +134,22 @@ def _field_span(toks: list[_Tok], i: int) -> tuple[int, int, object]:
     j = i + 1
     if j < len(toks) and toks[j].text == ":":
         j += 1
-    if j < len(toks) and toks[j].text == "{":
-        value, k = _parse_block(toks, j)
-        return toks[i].start, toks[k - 1].end, value
-    return toks[i].start, toks[j].end, _scalar(toks[j])
+    value, k = _value(toks, j)
+    return toks[i].start, toks[k - 1].end, value
+
+
+def _block_end(toks: list[_Tok], j: int) -> int:
+    """The index after the bracket that closes the one at toks[j] (the end of the text when it
+    is never closed). Lax on purpose: it only locates layers for error messages."""
+    depth = 0
+    for k in range(j, len(toks)):
+        if toks[k].text in _CLOSING:
+            depth += 1
+        elif toks[k].text in ("}", ">"):
+            depth -= 1
+            if depth == 0:
+                return k + 1
+    return len(toks)
 
 
 def enclosing_layers(text: str) -> list[tuple[int, int, str]]:
@@ -111,25 +160,29 @@ def enclosing_layers(text: str) -> list[tuple[int, int, str]]:
     i = 0
     while i < len(toks):
         t = toks[i]
-        if t.text == "{":
+        if t.text in _CLOSING:
             depth += 1
-        elif t.text == "}":
+        elif t.text in ("}", ">"):
             depth -= 1
         elif depth == 0 and t.text in ("layer", "layers"):
             j = i + 1
             if j < len(toks) and toks[j].text == ":":
                 j += 1
-            if j < len(toks) and toks[j].text == "{":
-                _, k = _parse_block(toks, j)
+            if j < len(toks) and toks[j].text in _CLOSING:
+                k = _block_end(toks, j)
                 name = ""
                 d = 0
                 for m in range(j + 1, k - 1):
-                    if toks[m].text == "{":
+                    if toks[m].text in _CLOSING:
                         d += 1
-                    elif toks[m].text == "}":
+                    elif toks[m].text in ("}", ">"):
                         d -= 1
-                    elif d == 0 and toks[m].text == "name" and m + 2 < k:
-                        name = _scalar(toks[m + 2]) if toks[m + 1].text == ":" else ""
+                    elif (d == 0 and toks[m].text == "name" and m + 2 < k
+                          and toks[m + 1].text == ":" and toks[m + 2].kind != "punct"):
+                        try:
+                            name = _scalar(toks[m + 2])
+                        except _Malformed:
+                            name = toks[m + 2].text
                         break
                 out.append((t.start, toks[k - 1].end, str(name)))
                 i = k
@@ -145,21 +198,25 @@ def _layer_at(text: str, offset: int) -> tuple[int, str] | None:
     return None
 
 
-def parse_net_text(text: str, source: str, strict: bool = True
-                   ) -> tuple[caffe_pb2.NetParameter, dict[int, dict]]:
-    """Parse a NetParameter prototxt. Returns the message and, in tolerant mode, the unknown
-    fields of each layer (by layer index) as dicts."""
+def _merge_cutting(text: str, param: caffe_pb2.NetParameter, source: str, strict: bool,
+                   line0: int = 1, col0: int = 1) -> dict[int, dict]:
+    """Merge ``text`` into ``param``, cutting out unknown fields unless ``strict``; returns the
+    unknown fields by index of the layer block (in ``text``) they sat in. ``text`` starts at
+    line ``line0``, column ``col0`` of ``source`` (for messages)."""
     extras: dict[int, dict] = {}
     for _ in range(_MAX_CUTS):
-        param = caffe_pb2.NetParameter()
+        piece = caffe_pb2.NetParameter()
         try:
-            text_format.Merge(text, param)
-            return param, extras
+            text_format.Merge(text, piece)
+            param.MergeFrom(piece)
+            return extras
         except text_format.ParseError as e:
             line, col = e.GetLine(), e.GetColumn()
             detail = str(e).split(" : ", 1)[-1]
             m = _UNKNOWN_FIELD.search(detail)
-            where = f"{source}:{line}:{col}" if line is not None else source
+            where = source
+            if line is not None:
+                where = f"{source}:{line + line0 - 1}:{col + col0 - 1 if line == 1 else col}"
             offset = _offset(text, line, col) if line is not None else None
             layer = _layer_at(text, offset) if offset is not None else None
             in_layer = f" in layer '{layer[1]}'" if layer and layer[1] else ""
@@ -173,10 +230,72 @@ def parse_net_text(text: str, source: str, strict: bool = True
             if idx is None:
                 raise ProtoError(f"{where}: cannot parse NetParameter{in_layer}: {detail}"
                                  ) from None
-            start, end, value = _field_span(toks, idx)
+            try:
+                start, end, value = _field_span(toks, idx)
+            except _Malformed as bad:
+                raise ProtoError(f"{where}: cannot parse NetParameter{in_layer}: "
+                                 f"{detail.rstrip('.')}; the "
+                                 f"unknown field cannot be skipped: {bad}") from None
             LOG.warning("%s: skipping field '%s' unknown to Caffe%s", where, m.group(1),
                         in_layer)
             if layer is not None:
                 extras.setdefault(layer[0], {})[m.group(1)] = value
             text = text[:start] + " " * (end - start) + text[end:]
     raise ProtoError(f"{source}: too many unknown fields")
+
+
+def _top_level_fields(toks: list[_Tok]) -> list[tuple[int, int, str]] | None:
+    """(first token, token after the end, field name) of every top-level field, or None when
+    the text is not well-formed at the top level."""
+    fields = []
+    i = 0
+    while i < len(toks):
+        if toks[i].kind != "word":
+            return None
+        j = i + 1
+        if j < len(toks) and toks[j].text == ":":
+            j += 1
+        try:
+            _, k = _value(toks, j)
+        except _Malformed:
+            return None
+        if k < len(toks) and toks[k].text in (",", ";"):
+            k += 1
+        fields.append((i, k, toks[i].text))
+        i = k
+    return fields
+
+
+def parse_net_text(text: str, source: str, strict: bool = True
+                   ) -> tuple[caffe_pb2.NetParameter, dict[int, dict]]:
+    """Parse a NetParameter prototxt. Returns the message and, in tolerant mode, the unknown
+    fields of each layer (by layer index) as dicts.
+
+    In tolerant mode each top-level field (each layer) is parsed on its own, so that cutting
+    out an unknown field costs a re-parse of its layer, not of the whole net."""
+    param = caffe_pb2.NetParameter()
+    try:
+        text_format.Merge(text, param)
+        return param, {}
+    except text_format.ParseError:
+        pass
+    toks = _tokens(text) if not strict else []
+    fields = _top_level_fields(toks) if not strict else None
+    if fields is None:
+        param = caffe_pb2.NetParameter()
+        return param, _merge_cutting(text, param, source, strict)
+    param = caffe_pb2.NetParameter()
+    extras: dict[int, dict] = {}
+    layers = 0
+    line, line_start = 1, 0
+    for first, after, name in fields:
+        start, end = toks[first].start, toks[after - 1].end
+        line += text.count("\n", line_start, start)
+        line_start = text.rfind("\n", line_start, start) + 1 or line_start
+        found = _merge_cutting(text[start:end], param, source, strict, line,
+                               start - line_start + 1)
+        if name in ("layer", "layers"):
+            if found:
+                extras[layers] = found[0]
+            layers += 1
+    return param, extras

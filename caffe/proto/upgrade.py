@@ -522,6 +522,7 @@ def _parse_binary_net(data: bytes, path: str, text_error: ProtoError | None = No
         raise FileFormatError(
             f"{path}: neither a text nor a binary NetParameter ({len(data)} bytes): it is not "
             f"UTF-8 text, and not valid protobuf wire format ({e})") from None
+    files.repair_text(param, path)
     try:
         _check_binary_net(param, path)
     except FileFormatError:

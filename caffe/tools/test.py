@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="", help="the trained weights (caffemodel/HDF5)")
     parser.add_argument("--iterations", type=int, default=50, help="batches to run")
     add_device_arguments(parser)
+    parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
+                        help="refuse to run the model if it has Python layers (untrusted models)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     use_devices(gpu_ids(args.gpu))
     add_import_path(args.model)
     net = Net(args.model, TEST, level=args.level, stages=stages_from(args.stage),
-              weights=args.weights)
+              weights=args.weights, allow_python_layers=not args.no_python_layers)
     LOG.info("Running for %d iterations.", args.iterations)
     names = [name for name in net.outputs for _ in range(net.blobs[name].count)]
     total = torch.zeros(len(names), dtype=torch.float64)

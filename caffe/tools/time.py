@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase", default="TRAIN", choices=("TRAIN", "TEST"),
                         help="net phase (TRAIN also times the backward pass)")
     add_device_arguments(parser)
+    parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
+                        help="refuse to run the model if it has Python layers (untrusted models)")
 
 
 def _clock() -> float:
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     add_import_path(args.model)
     phase = Phase[args.phase]
     train = phase == Phase.TRAIN
-    net = Net(args.model, phase, level=args.level, stages=stages_from(args.stage))
+    net = Net(args.model, phase, level=args.level, stages=stages_from(args.stage),
+              allow_python_layers=not args.no_python_layers)
     LOG.info("Performing Forward")
     LOG.info("Initial loss: %g", net._forward())
     if train:

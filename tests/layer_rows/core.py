@@ -4,6 +4,7 @@ Convolution, Pooling, SoftmaxWithLoss, EuclideanLoss, Accuracy."""
 from __future__ import annotations
 
 import numpy as np
+
 from layer_db import LayerCase
 
 

@@ -7,6 +7,7 @@ Gradient settings follow Caffe's own tests for each layer."""
 from __future__ import annotations
 
 import numpy as np
+
 from layer_db import LayerCase
 
 LOG_THRESHOLD = 1e-20

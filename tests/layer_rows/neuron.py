@@ -9,6 +9,7 @@ make_blobs cannot build."""
 from __future__ import annotations
 
 import numpy as np
+
 from layer_db import LayerCase
 
 SHAPE = (2, 3, 2, 3)

@@ -8,6 +8,7 @@ one forward to the next never leaks into the finite differences."""
 from __future__ import annotations
 
 import numpy as np
+
 from layer_db import LayerCase
 
 

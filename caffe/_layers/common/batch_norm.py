@@ -34,6 +34,8 @@ class BatchNorm(Layer):
         self.use_global_stats = (bool(p.use_global_stats) if p.HasField("use_global_stats")
                                  else self.phase == Phase.TEST)
         self.eps = float(p.eps)
+        if not self.eps >= 0:  # NaN too
+            raise LayerSetupError(f"{where}: batch_norm_param.eps must be >= 0, got {self.eps:g}")
         shape = bottom[0].shape
         if not shape:
             raise LayerSetupError(f"{where}: the input needs at least one axis, got a scalar")

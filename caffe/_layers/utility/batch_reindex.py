@@ -24,6 +24,9 @@ class BatchReindex(Layer):
             raise LayerSetupError(
                 f"{where(self)}: the index bottom {bottom_name(self, 1)} must be 1-D, got shape "
                 f"{bottom[1].shape}")
+        if not bottom[0].shape:
+            raise LayerSetupError(f"{where(self)}: bottom {bottom_name(self, 0)} needs at least "
+                                  "one axis (the items to pick from); got a scalar")
         top[0].reshape((bottom[1].shape[0],) + bottom[0].shape[1:])
 
     def _indices(self, bottom) -> torch.Tensor:

@@ -68,6 +68,8 @@ def conv_geometry(p: caffe_pb2.ConvolutionParameter, shape: tuple[int, ...],
     pad = _per_axis("pad", p.pad, (p.HasField("pad_h") or p.HasField("pad_w"), p.pad_h,
                                    p.pad_w), n, 0, where)
     dilation = _per_axis("dilation", p.dilation, (False, 0, 0), n, 1, where)
+    if any(d <= 0 for d in dilation):
+        raise LayerSetupError(f"{where}: dilation must be positive, got {dilation}")
     return ConvGeometry(axis, n, kernel, stride, pad, dilation)
 
 
