@@ -122,7 +122,9 @@ class Solver:
 
     type_name: ClassVar[str] = "Solver"
 
-    def __init__(self, solver, source: str | None = None) -> None:
+    def __init__(self, solver, source: str | None = None,
+                 allow_python_layers: bool = True) -> None:
+        self._allow_python_layers = allow_python_layers
         param, self._source = load_solver_param(solver)
         self._source = source or self._source
         self._param = param
@@ -225,7 +227,8 @@ class Solver:
         if extra_state is not None:
             state.MergeFrom(extra_state)
         net_param.state.CopyFrom(state)
-        net = Net(net_param, phase=state.phase, level=state.level, stages=list(state.stage))
+        net = Net(net_param, phase=state.phase, level=state.level, stages=list(state.stage),
+                  allow_python_layers=self._allow_python_layers)
         for weights in self._param.weights:
             load_weights(net, weights)
         return net

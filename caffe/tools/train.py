@@ -168,6 +168,8 @@ class ProgressBar:
 # ---------------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", default="", help="the solver definition (prototxt)")
+    parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
+                        help="refuse to train if a net has Python layers (untrusted models)")
     parser.add_argument("--weights", default="",
                         help="weights to fine-tune from, comma-separated caffemodel/HDF5 files")
     parser.add_argument("--snapshot", default="",
@@ -210,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     if args.weights:
         param.weights.append(args.weights)
     add_import_path(args.solver)
-    solver = solver_class(param.type, args.solver)(param, args.solver)
+    solver = solver_class(param.type, args.solver)(
+        param, args.solver, allow_python_layers=not args.no_python_layers)
     if args.snapshot:
         LOG.info("Resuming from %s", args.snapshot)
         solver.restore(args.snapshot)

@@ -254,3 +254,18 @@ def test_sigint_ends_training_cleanly(tmp_path, effect):
         assert any(s.endswith(".solverstate") for s in snaps) and "Snapshots (1)" in out
     else:
         assert snaps == []  # snapshot_after_train is off
+
+
+def test_train_refuses_python_layers_when_asked(capsys):
+    from caffe.tools.cli import main
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        rc = main(["train", "-solver", "examples/mnist/lenet_solver.prototxt",
+                   "-no_python_layers"])
+    finally:
+        os.chdir(cwd)
+    assert rc == 1
+    assert "allow_python_layers=False" in capsys.readouterr().err
