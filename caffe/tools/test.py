@@ -33,8 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="", help="the trained weights (caffemodel/HDF5)")
     parser.add_argument("--iterations", type=int, default=50, help="batches to run")
     add_device_arguments(parser)
-    parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
-                        help="refuse to run the model if it has Python layers (untrusted models)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,8 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase", default="TRAIN", choices=("TRAIN", "TEST"),
                         help="net phase (TRAIN also times the backward pass)")
     add_device_arguments(parser)
-    parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
-                        help="refuse to run the model if it has Python layers (untrusted models)")
 
 
 def _clock() -> float:

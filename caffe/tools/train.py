@@ -40,11 +40,14 @@ EFFECTS = ("stop", "snapshot", "none")
 
 # ---------------------------------------------------------------------------- shared flags
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """``-gpu``, ``-level`` and ``-stage``, shared by train, test and time."""
+    """``-gpu``, ``-level``, ``-stage`` and ``-no_python_layers``, shared by train, test and
+    time."""
     parser.add_argument("--gpu", default="",
                         help="GPU ids to use, comma-separated, or 'all' (default: CPU)")
     parser.add_argument("--level", type=int, default=0, help="net state level")
     parser.add_argument("--stage", default="", help="net state stages, comma-separated")
+    parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
+                        help="refuse nets with Python layers (for untrusted models)")
 
 
 def stages_from(text: str) -> list[str]:
@@ -168,8 +171,6 @@ class ProgressBar:
 # ---------------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", default="", help="the solver definition (prototxt)")
-    parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
-                        help="refuse to train if a net has Python layers (untrusted models)")
     parser.add_argument("--weights", default="",
                         help="weights to fine-tune from, comma-separated caffemodel/HDF5 files")
     parser.add_argument("--snapshot", default="",

@@ -92,12 +92,12 @@ def test_batchnorm_global_stats_forward_backward(phase, param):
     assert all(not b.has_diff or not b.diff.any() for b in layer.blobs)
 
 
-def test_batchnorm_in_place_matches_out_of_place():
-    rng = np.random.default_rng(2)
-    x, dy = rng.standard_normal((3, 2, 5)), rng.standard_normal((3, 2, 5))
+def _in_place_and_out_of_place(type_name, x, dy):
+    """(top data, bottom diff, param data...) of one forward/backward, out of place and in
+    place."""
     results = []
     for in_place in (False, True):
-        layer = _make("BatchNorm")
+        layer = _make(type_name)
         bottom = [_blob(x)]
         top = bottom if in_place else [Blob(dtype=torch.float64)]
         _setup(layer, bottom, top)
@@ -105,8 +105,14 @@ def test_batchnorm_in_place_matches_out_of_place():
         y = top[0].data.copy()
         top[0].diff[...] = dy
         layer.Backward(top, [True], bottom)
-        results.append((y, bottom[0].diff.copy(), layer.blobs[1].data.copy()))
-    for a, b in zip(*results):
+        results.append((y, bottom[0].diff.copy()) + tuple(b.data.copy() for b in layer.blobs))
+    return results
+
+
+def test_batchnorm_in_place_matches_out_of_place():
+    rng = np.random.default_rng(2)
+    x, dy = rng.standard_normal((3, 2, 5)), rng.standard_normal((3, 2, 5))
+    for a, b in zip(*_in_place_and_out_of_place("BatchNorm", x, dy)):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
@@ -163,18 +169,7 @@ def test_lrn_errors(param, shape, match):
 def test_mvn_in_place():
     rng = np.random.default_rng(4)
     x, dy = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((2, 3, 4, 4))
-    out = []
-    for in_place in (False, True):
-        layer = _make("MVN")
-        bottom = [_blob(x)]
-        top = bottom if in_place else [Blob(dtype=torch.float64)]
-        _setup(layer, bottom, top)
-        layer.Forward(bottom, top)
-        y = top[0].data.copy()
-        top[0].diff[...] = dy
-        layer.Backward(top, [True], bottom)
-        out.append((y, bottom[0].diff.copy()))
-    for a, b in zip(*out):
+    for a, b in zip(*_in_place_and_out_of_place("MVN", x, dy)):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
