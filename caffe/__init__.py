@@ -7,12 +7,14 @@
 
 from caffe import _layers, io  # noqa: F401  (_layers registers every built-in layer type)
 from caffe._common import (
+    get_precision,
     init_log,
     log,
     set_device,
     set_mode_cpu,
     set_mode_gpu,
     set_multiprocess,
+    set_precision,
     set_random_seed,
     set_solver_count,
     set_solver_rank,
@@ -60,6 +62,7 @@ __all__ = [
     "TEST",
     "TRAIN",
     "__version__",
+    "get_precision",
     "init_log",
     "layer_type_list",
     "log",
@@ -68,6 +71,7 @@ __all__ = [
     "set_mode_cpu",
     "set_mode_gpu",
     "set_multiprocess",
+    "set_precision",
     "set_random_seed",
     "set_solver_count",
     "set_solver_rank",

@@ -26,6 +26,7 @@ class _State:
     generator: torch.Generator = torch.Generator()
     solver_count: int = 1
     solver_rank: int = 0
+    precision: str = "float32"
 
 
 STATE = _State()
@@ -73,6 +74,49 @@ def generator_for(device: torch.device) -> torch.Generator | None:
     """The seeded generator for ``device`` (None on CUDA: the CUDA default generator is seeded
     by ``set_random_seed`` through ``torch.manual_seed``)."""
     return STATE.generator if device.type == "cpu" else None
+
+
+PRECISIONS = ("float32", "tf32", "bf16")
+
+
+def set_precision(precision: str) -> None:
+    """Choose the arithmetic of convolutions and matrix products.
+
+    ``"float32"`` (the default): IEEE float32 everywhere, Caffe's numbers; PyTorch's TF32
+    shortcut for cuDNN convolutions is switched off (PyTorch enables it by default).
+    ``"tf32"``: convolutions and matrix products on CUDA use TensorFloat-32 (10-bit mantissa
+    inputs, float32 accumulation), several times faster on Ampere and later cards; results
+    move by about 1e-3 relative, beyond the conformance tolerance (1e-4).
+    ``"bf16"``: Convolution, Deconvolution and InnerProduct cast their inputs and weights to
+    bfloat16 (8-bit mantissa) and return float32; every blob, every other layer and every
+    parameter update stay float32. Results move by about 1e-2 relative: for speed, not for
+    matching Caffe. The setting is process-wide, like ``set_mode_gpu``.
+    """
+    if precision not in PRECISIONS:
+        from caffe.errors import CaffeError
+
+        raise CaffeError(f"set_precision: unknown precision {precision!r}; "
+                         f"choose one of {', '.join(PRECISIONS)}")
+    STATE.precision = precision
+    _apply_precision()
+
+
+def get_precision() -> str:
+    """The current ``set_precision`` choice."""
+    return STATE.precision
+
+
+def _apply_precision() -> None:
+    tf32 = STATE.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def low_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in bfloat16 under ``set_precision("bf16")`` when it is float32, else ``t``."""
+    if STATE.precision == "bf16" and t.dtype == torch.float32:
+        return t.to(torch.bfloat16)
+    return t
 
 
 def set_solver_count(count: int) -> None:
@@ -142,4 +186,5 @@ def _default_logging() -> None:
 
 
 _default_logging()
+_apply_precision()
 LOG = _log

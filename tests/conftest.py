@@ -1,5 +1,9 @@
 """Test configuration: make ``tests/`` importable (layer_db, layer_rows) and keep runs
-deterministic and quiet."""
+deterministic and quiet.
+
+``NEOCAFFE_TEST_DEVICE=cuda python -m pytest tests/test_layers.py ...`` runs the tests in GPU
+mode (``caffe.set_mode_gpu()`` before each test); tests that only make sense on the CPU are
+marked ``cpu_only`` and skipped there. The default is the CPU."""
 
 import os
 import sys
@@ -16,8 +20,22 @@ import caffe  # noqa: E402
 torch.set_num_threads(1)
 
 
+DEVICE = os.environ.get("NEOCAFFE_TEST_DEVICE", "cpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    if DEVICE != "cpu":
+        skip = pytest.mark.skip(reason=f"CPU-only test (NEOCAFFE_TEST_DEVICE={DEVICE})")
+        for item in items:
+            if "cpu_only" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
-def _cpu_mode_and_seed():
-    caffe.set_mode_cpu()
+def _mode_and_seed():
+    if DEVICE == "cuda":
+        caffe.set_mode_gpu()
+    else:
+        caffe.set_mode_cpu()
     caffe.set_random_seed(1701)
     yield

@@ -33,8 +33,13 @@ def _with_fixed(make, *fixed):
     return lambda rng: make(rng) + [np.asarray(f, dtype=np.float64) for f in fixed]
 
 
+def _same_memory(a, b) -> bool:
+    """Whether two torch tensors share storage (on any device)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def _is_view(layer, bottom, top):
-    assert np.shares_memory(top[0].data, bottom[0].data), "the top must be a view of the bottom"
+    assert _same_memory(top[0].tensor, bottom[0].tensor), "the top must be a view of the bottom"
 
 
 # ---------------------------------------------------------------- ArgMax reference
@@ -103,8 +108,8 @@ def _filter_setup_shape(layer, bottom, top):
 
 def _shares_param(layer, top):
     """The Parameter top is the param blob: same data and diff memory."""
-    assert np.shares_memory(top[0].data, layer.blobs[0].data)
-    assert np.shares_memory(top[0].diff, layer.blobs[0].diff)
+    assert _same_memory(top[0].tensor, layer.blobs[0].tensor)
+    assert _same_memory(top[0].diff_tensor, layer.blobs[0].diff_tensor)
 
 
 def _silence_zero_diffs(layer, bottom):

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from caffe._common import low_precision as lp
 from caffe.errors import LayerSetupError
 from caffe.fillers import fill
 from caffe.layer import Layer
@@ -54,26 +55,28 @@ class InnerProduct(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].tensor.reshape(self.M, self.K)
-        w = self.blobs[0].tensor
+        w = lp(self.blobs[0].tensor)
         wt = w if self.transpose else w.t()
         if self.bias_term:
-            y = torch.addmm(self.blobs[1].tensor, x, wt)
+            y = torch.addmm(lp(self.blobs[1].tensor), lp(x), wt)
         else:
-            y = x @ wt
-        top[0].tensor = y.view(top[0].shape)
+            y = lp(x) @ wt
+        top[0].tensor = y.to(x.dtype).view(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff_tensor.reshape(self.M, self.num_output)
         x = bottom[0].tensor.reshape(self.M, self.K)
+        dy_c, x_c = lp(dy), lp(x)  # bfloat16 under set_precision("bf16"), else themselves
         if self.param_propagate_down[0]:
             g = self.blobs[0].diff_tensor
-            if self.transpose:
-                g.addmm_(x.t(), dy)
+            lhs, rhs = (x_c.t(), dy_c) if self.transpose else (dy_c.t(), x_c)
+            if lhs.dtype == g.dtype:
+                g.addmm_(lhs, rhs)
             else:
-                g.addmm_(dy.t(), x)
+                g.add_(lhs @ rhs)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff_tensor.add_(dy.sum(0))
         if propagate_down[0]:
-            w = self.blobs[0].tensor
-            dx = dy @ (w.t() if self.transpose else w)
-            bottom[0].diff_tensor = dx.view(bottom[0].shape)
+            w = lp(self.blobs[0].tensor)
+            dx = dy_c @ (w.t() if self.transpose else w)
+            bottom[0].diff_tensor = dx.to(dy.dtype).view(bottom[0].shape)

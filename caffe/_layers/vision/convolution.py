@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from caffe._common import low_precision as lp
 from caffe._layers.vision.conv_geometry import conv_geometry, conv_output_size
 from caffe.errors import LayerSetupError
 from caffe.fillers import fill
@@ -93,15 +94,16 @@ class Convolution(Layer):
         return blob.tensor.reshape((self.batch, blob.shape[g.channel_axis])
                                    + blob.shape[g.channel_axis + 1:])
 
-    def _run(self, x):
+    def _run(self, x, w, b):
         g = self.geo
-        b = self.blobs[1].tensor if self.bias_term else None
-        return _CONV[g.num_spatial](x, self.blobs[0].tensor, b, g.stride, g.pad, g.dilation,
-                                    self.group)
+        return _CONV[g.num_spatial](x, w, b, g.stride, g.pad, g.dilation, self.group)
 
     def forward(self, bottom, top):
-        for b, t in zip(bottom, top):
-            t.tensor = self._run(self._nchw(b)).view(t.shape)
+        w = lp(self.blobs[0].tensor)
+        b = lp(self.blobs[1].tensor) if self.bias_term else None
+        for bt, t in zip(bottom, top):
+            x = self._nchw(bt)
+            t.tensor = self._run(lp(x), w, b).to(x.dtype).view(t.shape)
 
     def backward(self, top, propagate_down, bottom):
         g = self.geo
@@ -111,18 +113,18 @@ class Convolution(Layer):
         for i, (b, t) in enumerate(zip(bottom, top)):
             if not (propagate_down[i] or want_w or want_b):
                 continue
-            dy = self._nchw_diff(t)
+            dy = lp(self._nchw_diff(t))
             x = self._nchw(b)
             dx, dw, db = torch.ops.aten.convolution_backward(
-                dy, x, w, [self.num_output] if want_b else None, list(g.stride), list(g.pad),
-                list(g.dilation), self.transposed, [0] * g.num_spatial, self.group,
+                dy, lp(x), lp(w), [self.num_output] if want_b else None, list(g.stride),
+                list(g.pad), list(g.dilation), self.transposed, [0] * g.num_spatial, self.group,
                 [bool(propagate_down[i]), bool(want_w), bool(want_b)])
             if want_w:
                 self.blobs[0].diff_tensor.add_(dw)
             if want_b:
                 self.blobs[1].diff_tensor.add_(db)
             if propagate_down[i]:
-                b.diff_tensor = dx.view(b.shape)
+                b.diff_tensor = dx.to(x.dtype).view(b.shape)
 
     def _nchw_diff(self, blob):
         g = self.geo

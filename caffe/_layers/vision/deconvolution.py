@@ -31,8 +31,6 @@ class Deconvolution(Convolution):
                 f"{g.dilation}; the output would be {out}")
         return out
 
-    def _run(self, x):
+    def _run(self, x, w, b):
         g = self.geo
-        b = self.blobs[1].tensor if self.bias_term else None
-        return _DECONV[g.num_spatial](x, self.blobs[0].tensor, b, g.stride, g.pad, 0,
-                                      self.group, g.dilation)
+        return _DECONV[g.num_spatial](x, w, b, g.stride, g.pad, 0, self.group, g.dilation)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The prepared GPU check: one script for a lent CUDA machine (see benchmarks/README.md).
+#
+#   bash benchmarks/gpu_session.sh smoke   # ~4 min: layer table + conformance + Python layers on CUDA
+#   bash benchmarks/gpu_session.sh full    # + the net suite at batch 64 and 256, layer speed table
+#
+# Run from the repository root. Every stage has its own time limit and log in a work folder, so
+# one failing stage does not hide the others; at the end everything is packed into
+# $OUT/gpu-MODE.tar.gz (and summary.log copied beside it) when $OUT is set. Needs the
+# conformance cases in .conformance/ (a copy of ../shared/conformance) for that stage.
+set -u
+MODE=${1:-smoke}
+LOGS=${LOGS:-/tmp/neocaffe-gpu}
+mkdir -p "$LOGS"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 GLOG_minloglevel=2
+PY=${PYTHON:-python3}
+
+stage() {  # stage NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOGS/summary.log"
+  tail -n 4 "$LOGS/$name.log" | sed 's/^/   /' | tee -a "$LOGS/summary.log"
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  $PY -c "import torch, numpy, google.protobuf as p; print('torch', torch.__version__,
+'cuda', torch.version.cuda, 'numpy', numpy.__version__, 'protobuf', p.__version__)"
+} >"$LOGS/summary.log" 2>&1
+
+stage layers_cuda 100 env NEOCAFFE_TEST_DEVICE=cuda $PY -m pytest -q --no-header -p no:cacheprovider \
+  tests/test_layers.py -k "not test_gradient" --maxfail=30
+stage gradients_cuda 100 env NEOCAFFE_TEST_DEVICE=cuda $PY -m pytest -q --no-header -p no:cacheprovider \
+  tests/test_layers.py -k "test_gradient" --maxfail=30
+stage conformance_cuda 80 $PY benchmarks/gpu_conformance.py .conformance
+stage python_layers_cuda 30 $PY -m benchmarks.python_layer_copies --device cuda
+if [ "$MODE" = smoke ]; then
+  stage suite_lenet 45 $PY -m benchmarks run --device cuda --quick --only lenet,caffenet:solver \
+    --batch 64 --threads 1 --repeats 3 --no-opencv --no-executor --tag cuda-smoke --out "$LOGS"
+fi
+if [ "$MODE" = full ]; then
+  stage suite_b64 200 $PY -m benchmarks run --device cuda --quick --batch 64 --threads 1 \
+    --no-opencv --no-executor --tag cuda-b64 --out "$LOGS"
+  stage suite_b256 150 $PY -m benchmarks run --device cuda --quick --batch 256 --threads 1 \
+    --no-opencv --no-executor --no-caffe-time --only lenet,cifar10,caffenet,resnet50 \
+    --tag cuda-b256 --out "$LOGS"
+  stage layer_speed_cuda 90 $PY -m benchmarks.layer_speed --device cuda --repeats 9 \
+    --markdown "$LOGS/layer_speed_cuda.md" --json "$LOGS/layer_speed_cuda.json"
+fi
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/gpu-$MODE.tar.gz" -C "$LOGS" . && cp "$LOGS/summary.log" "$OUT/"
+fi
+cat "$LOGS/summary.log"
