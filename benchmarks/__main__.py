@@ -32,7 +32,8 @@ def _threads(text: str) -> list[int]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = suite.Settings(threads=_threads(args.threads), device=args.device,
-                              memory=not args.no_memory, opencv=not args.no_opencv)
+                              memory=not args.no_memory, opencv=not args.no_opencv,
+                              cuda_graph=args.cuda_graph)
     if args.quick:
         settings.repeats, settings.heavy_repeats = 5, 3
         settings.warmup, settings.heavy_warmup = 1, 0
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default=RESULTS, help="folder for the .md and .json results")
     run.add_argument("--tag", help="results file name (default DEVICE-quick or DEVICE-full)")
     run.add_argument("--note", default="", help="a remark for the results' machine section")
+    run.add_argument("--cuda-graph", action="store_true",
+                     help="neocaffe replays its passes as CUDA graphs (Net.use_cuda_graph)")
     run.add_argument("--no-memory", action="store_true")
     run.add_argument("--no-opencv", action="store_true")
     run.add_argument("--no-caffe-time", action="store_true")

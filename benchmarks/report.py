@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import torch
 
+from benchmarks.flops import fp32_peak
+
 METHOD = """\
 - Each case builds the net from its prototxt in neocaffe and as a native PyTorch twin
   (`benchmarks/twin.py`: plain `torch.nn.functional` calls per layer, autograd backward,
@@ -86,6 +88,27 @@ def code_state() -> dict:
             "modified": git("status", "--porcelain", "--", "caffe").splitlines()}
 
 
+def _throughput(results: dict) -> list[str]:
+    """Images per second of both sides and neocaffe's share of the card's float32 peak."""
+    peak = results["machine"].get("fp32_peak_flops")
+    out = ["", "## Throughput", "",
+           "Images per second (batch / median wall time). `FLOP/s` counts the multiply-adds of "
+           "Convolution, Deconvolution and InnerProduct (x3 for a training pass; "
+           "`benchmarks/flops.py`); `% of peak` divides it by the card's dense float32 peak "
+           f"({peak / 1e12:.1f} TFLOP/s, datasheet)." if peak else
+           "Images per second (batch / median wall time); the card's peak is not known.", "",
+           "| net | batch | mode | neocaffe img/s | twin img/s | neocaffe TFLOP/s | % of peak |",
+           "|---|---|---|---|---|---|---|"]
+    for r in results["cases"]:
+        for t in r.get("timings", []):
+            s_nc, s_tw = t["ms"]["neocaffe"] / 1e3, t["ms"]["twin"] / 1e3
+            rate = r.get("flops", 0) / s_nc
+            share = f"{100 * rate / peak:.1f}" if peak else ""
+            out.append(f"| {r['net']} | {r['batch']} | {r['mode']} | {r['batch'] / s_nc:.0f} | "
+                       f"{r['batch'] / s_tw:.0f} | {rate / 1e12:.2f} | {share} |")
+    return out
+
+
 def machine(device: str) -> dict:
     """What the numbers were measured on."""
     info = {
@@ -111,6 +134,7 @@ def machine(device: str) -> dict:
         info["opencv"] = None
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["fp32_peak_flops"] = fp32_peak()
     return info
 
 
@@ -177,6 +201,8 @@ def markdown(results: dict) -> str:
                 f"{t['cpu_ratio']:.3f} | {t.get('cpu_ratio_min', math.nan):.3f} | "
                 f"{r['target']:.2f} | {_ok(judged, r['target'])} | "
                 f"{t['spread']['neocaffe']:.2f} / {t['spread']['twin']:.2f} | {ocv} |")
+    if cuda:
+        out += _throughput(results)
     mem = [r for r in results["cases"] if "memory" in r]
     if mem:
         out += ["", "## Peak memory", "",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 import caffe
-from benchmarks import netdefs
+from benchmarks import flops, netdefs
 from benchmarks.memory import LiveBytes, held_by_class, in_place_report
 from benchmarks.timing import interleaved_samples
 from benchmarks.twin import TwinNet
@@ -148,7 +148,8 @@ def copy_weights(src, dst) -> None:
 class CaffeSide:
     """neocaffe: a TEST net, a TRAIN net, or an SGD solver on the TRAIN net."""
 
-    def __init__(self, case: Case, param, ref, inputs: dict[str, torch.Tensor]) -> None:
+    def __init__(self, case: Case, param, ref, inputs: dict[str, torch.Tensor],
+                 cuda_graph: bool = False) -> None:
         self.mode = case.mode
         self.solver = None
         if case.mode in FORWARD_MODES:
@@ -161,6 +162,8 @@ class CaffeSide:
         copy_weights(ref, self.net)
         for name, value in inputs.items():
             self.net.blobs[name].data[...] = value.numpy()
+        if cuda_graph:
+            self.net.use_cuda_graph()
 
     def run(self) -> None:
         if self.mode in FORWARD_MODES:
@@ -357,6 +360,8 @@ class Settings:
     memory: bool = True
     opencv: bool = True
     device: str = "cpu"
+    #: neocaffe replays its passes as CUDA graphs (``Net.use_cuda_graph``; GPU only)
+    cuda_graph: bool = False
 
 
 def _median(xs: list[float]) -> float:
@@ -385,13 +390,14 @@ def run_case(case: Case, settings: Settings, log: Callable[[str], None] = print)
     t_start = time.perf_counter()
     torch.set_num_threads(max(settings.threads))
     param, ref, inputs = build_case(case, device)
-    cside = CaffeSide(case, param, ref, inputs)
+    cside = CaffeSide(case, param, ref, inputs, settings.cuda_graph)
     tside = TwinSide(case, param, ref, inputs, device.torch)
     check = compare(case, cside, tside, device.torch, reference=lambda: TwinSide(
         case, param, ref, inputs, device.torch, torch.float64))
     check["tolerance"] = TOLERANCE
     rec: dict = {"net": case.net, "batch": case.batch, "mode": case.mode,
-                 "target": TARGETS[case.mode], "check": check}
+                 "target": TARGETS[case.mode], "check": check,
+                 "flops": flops.pass_flops(cside.net, case.mode)}
     f64 = check.get("float64")
     log(f"[{case.label}] check: max rel err {check['max_rel_err']:.2e} ({check['where']})"
         + (f"; vs float64: neocaffe {f64['neocaffe_max_rel_err']:.2e}, twin "
@@ -448,7 +454,8 @@ def run_case(case: Case, settings: Settings, log: Callable[[str], None] = print)
     del cside, tside, ocv, fns
     if settings.memory and case.mode != "fwdbwd":
         torch.set_num_threads(max(settings.threads))
-        peak_c, side = device.measure_peak(lambda: CaffeSide(case, param, ref, inputs))
+        peak_c, side = device.measure_peak(
+            lambda: CaffeSide(case, param, ref, inputs, settings.cuda_graph))
         held = held_by_class(side.net, side.solver)
         moved = in_place_report(side.net)
         del side

@@ -177,6 +177,11 @@ class Blob:
         self._g = value
         self._hg_state = _HOST_STALE
 
+    def release_diff(self) -> None:
+        """Drop the diff's memory; it reads as zeros (newly allocated) on next use."""
+        self._g = self._hg = None
+        self._hg_state = _HOST_STALE
+
     @property
     def has_diff(self) -> bool:
         """Whether a diff has been allocated (an unallocated diff reads as zeros)."""

@@ -66,6 +66,10 @@ class Layer:
     #: opt-in for Python layers: ``bottom[i].data`` / ``.diff`` (and the tops') are torch tensors
     #: on the compute device instead of NumPy arrays, so GPU mode needs no host copies
     torch_blobs: ClassVar[bool] = False
+    #: whether a pass through this layer can be recorded as a CUDA graph (``Net.use_cuda_graph``):
+    #: False for layers that read files or host memory, wait for the device, or whose top
+    #: shapes depend on the data. Python layers are never graphed.
+    graph_safe: ClassVar[bool] = True
 
     def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,
                  phase: Phase | None = None) -> None:

@@ -284,6 +284,7 @@ class Net:
         self.debug_info = bool(param.debug_info)
         #: stop with NumericalError naming the first layer and blob that produces NaN or Inf
         self.check_nan = False
+        self._graph_runner = None
         available: dict[str, int] = {}
         names_seen: set[str] = set()
 
@@ -533,8 +534,10 @@ class Net:
         self._generation = STATE.generation
 
     # ------------------------------------------------------------------ core passes
-    def _forward(self, start: int = 0, end: int | None = None) -> float:
-        """Run layers ``start..end`` (inclusive) forward; returns the total weighted loss."""
+    def _forward(self, start: int = 0, end: int | None = None,
+                 compute_loss: bool = True) -> float:
+        """Run layers ``start..end`` (inclusive) forward; returns the total weighted loss
+        (0 without ``compute_loss``: reading it waits for the device)."""
         if end is None:
             end = len(self._layers) - 1
         self._sync_device()
@@ -559,10 +562,16 @@ class Net:
                         self._inspect_forward(li)
         except Exception as e:
             _raise_from(layers[li], stage, e)
+        return self._loss(start, end) if compute_loss else 0.0
+
+    def _loss(self, start: int = 0, end: int | None = None) -> float:
+        """The weighted sum of the loss tops of layers ``start..end``."""
+        if end is None:
+            end = len(self._layers) - 1
         loss = 0.0
         for li in self._loss_layers:
             if start <= li <= end:
-                for w, top in zip(layers[li].loss_weights, tops[li]):
+                for w, top in zip(self._layers[li].loss_weights, self._top_vecs[li]):
                     if w:
                         loss += w * float(top.tensor.sum())
         return loss
@@ -639,12 +648,35 @@ class Net:
                          _abs_mean(p.diff_tensor))
 
     def forward_prefilled(self) -> float:
-        return self._forward()
+        return self._whole_forward()
 
     def forward_backward(self) -> float:
+        """Forward then backward over the whole net; returns the loss."""
+        runner = self._graph_runner
+        if runner is not None and runner.usable():
+            return runner.run("forward_backward")
+        return self._forward_backward_eager()
+
+    def _forward_backward_eager(self) -> float:
         loss = self._forward()
         self._backward()
         return loss
+
+    def _whole_forward(self) -> float:
+        runner = self._graph_runner
+        if runner is not None and runner.usable():
+            return runner.run("forward")
+        return self._forward()
+
+    def use_cuda_graph(self, enable: bool = True) -> None:
+        """Replay whole passes as CUDA graphs in GPU mode (``caffe/cuda_graph.py``): a net of
+        fixed shapes then costs one launch per pass instead of one per kernel. Each kind of
+        call (forward, forward+backward) is captured on its second use and checked against
+        an eager pass; a net that cannot be graphed, or whose replay differs, stays eager with
+        a warning. No effect in CPU mode."""
+        from caffe.cuda_graph import GraphRunner
+
+        self._graph_runner = GraphRunner(self) if enable else None
 
     # ------------------------------------------------------------------ pycaffe API
     @property
@@ -729,7 +761,10 @@ class Net:
             end_ind = len(self._layers) - 1
             outputs = set(self.outputs + blobs)
         self._fill(kwargs, self.inputs, "data", "Input blob")
-        self._forward(start_ind, end_ind)
+        if start_ind == 0 and end_ind == len(self._layers) - 1:
+            self._whole_forward()
+        else:
+            self._forward(start_ind, end_ind)
         return {name: self.blobs[name].data for name in outputs}
 
     def _fill(self, arrays: dict, expected: list[str], attr: str, what: str) -> None:

@@ -15,6 +15,7 @@ from caffe.layer import Layer
 
 
 class PrefetchingDataLayer(Layer):
+    graph_safe = False
     exact_num_bottom_blobs = 0
     min_top_blobs = 1
     max_top_blobs = 2

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise CaffeError("Need model weights to score: caffe test -weights x.caffemodel")
     if args.iterations <= 0:
         raise CaffeError(f"-iterations must be positive, got {args.iterations}")
-    use_devices(gpu_ids(args.gpu))
+    use_devices(gpu_ids(args.gpu), args.precision)
     add_import_path(args.model)
     net = Net(args.model, TEST, level=args.level, stages=stages_from(args.stage),
               weights=args.weights, allow_python_layers=not args.no_python_layers)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise CaffeError("Need a model definition to time: caffe time -model net.prototxt")
     if args.iterations <= 0:
         raise CaffeError(f"-iterations must be positive, got {args.iterations}")
-    use_devices(gpu_ids(args.gpu))
+    use_devices(gpu_ids(args.gpu), args.precision)
     add_import_path(args.model)
     phase = Phase[args.phase]
     train = phase == Phase.TRAIN

@@ -26,7 +26,15 @@ import time
 
 import torch
 
-from caffe._common import LOG, init_log, set_device, set_mode_cpu, set_mode_gpu
+from caffe._common import (
+    LOG,
+    PRECISIONS,
+    init_log,
+    set_device,
+    set_mode_cpu,
+    set_mode_gpu,
+    set_precision,
+)
 from caffe.errors import CaffeError, SolverError
 from caffe.proto import caffe_pb2
 from caffe.solvers import Solver, SolverAction, solver_class
@@ -48,6 +56,9 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", default="", help="net state stages, comma-separated")
     parser.add_argument("--no-python-layers", "--no_python_layers", action="store_true",
                         help="refuse nets with Python layers (for untrusted models)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="arithmetic of convolutions and matrix products on the GPU "
+                             "(default float32, Caffe's numbers; see caffe.set_precision)")
 
 
 def stages_from(text: str) -> list[str]:
@@ -66,8 +77,10 @@ def gpu_ids(text: str) -> list[int]:
         raise CaffeError(f"-gpu takes 'all' or comma-separated device ids, got '{text}'") from None
 
 
-def use_devices(gpus: list[int]) -> None:
-    """Select the CPU (no ids) or the first GPU id; several ids train on the first only."""
+def use_devices(gpus: list[int], precision: str = "float32") -> None:
+    """Select the CPU (no ids) or the first GPU id (several ids train on the first only), and
+    the arithmetic precision."""
+    set_precision(precision)
     if not gpus:
         LOG.info("Use CPU.")
         set_mode_cpu()
@@ -183,6 +196,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what SIGHUP does: snapshot (default, training goes on), stop, none")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="draw a progress bar (auto: when stderr is a terminal)")
+    parser.add_argument("--cuda-graph", "--cuda_graph", action="store_true",
+                        help="replay each training pass as a CUDA graph (GPU, fixed shapes; "
+                             "see Net.use_cuda_graph)")
 
 
 def _train_devices(args: argparse.Namespace, param: caffe_pb2.SolverParameter) -> list[int]:
@@ -207,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     param = read_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(stages_from(args.stage))
-    use_devices(_train_devices(args, param))
+    use_devices(_train_devices(args, param), args.precision)
     if args.snapshot or args.weights:
         param.ClearField("weights")
     if args.weights:
@@ -215,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     add_import_path(args.solver)
     solver = solver_class(param.type, args.solver)(
         param, args.solver, allow_python_layers=not args.no_python_layers)
+    if args.cuda_graph:
+        solver.net.use_cuda_graph()
     if args.snapshot:
         LOG.info("Resuming from %s", args.snapshot)
         solver.restore(args.snapshot)

@@ -16,6 +16,7 @@ from caffe.registry import register_layer
 
 @register_layer("Embed")
 class Embed(Layer):
+    graph_safe = False
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
     no_force_backward_bottoms = (0,)

@@ -16,6 +16,7 @@ from caffe.registry import register_layer
 
 @register_layer("DummyData")
 class DummyData(Layer):
+    graph_safe = False
     exact_num_bottom_blobs = 0
     min_top_blobs = 1
     has_backward = False

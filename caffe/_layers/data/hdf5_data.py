@@ -27,6 +27,7 @@ def _permutation(n: int) -> np.ndarray:
 
 @register_layer("HDF5Data")
 class HDF5Data(Layer):
+    graph_safe = False
     exact_num_bottom_blobs = 0
     min_top_blobs = 1
     has_backward = False

@@ -20,6 +20,7 @@ from caffe.registry import register_layer
 
 @register_layer("HDF5Output")
 class HDF5Output(Layer):
+    graph_safe = False
     exact_num_bottom_blobs = 2
     exact_num_top_blobs = 0
     has_backward = False

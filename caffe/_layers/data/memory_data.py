@@ -21,6 +21,7 @@ from caffe.registry import register_layer
 
 @register_layer("MemoryData")
 class MemoryData(Layer):
+    graph_safe = False
     exact_num_bottom_blobs = 0
     exact_num_top_blobs = 2
     has_backward = False

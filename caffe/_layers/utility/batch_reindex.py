@@ -15,6 +15,7 @@ from caffe.registry import register_layer
 
 @register_layer("BatchReindex")
 class BatchReindex(Layer):
+    graph_safe = False
     exact_num_bottom_blobs = 2
     exact_num_top_blobs = 1
     no_force_backward_bottoms = (1,)

@@ -15,6 +15,7 @@ from caffe.registry import register_layer
 
 @register_layer("Filter")
 class Filter(Layer):
+    graph_safe = False
     min_bottom_blobs = 2
     min_top_blobs = 1
     no_force_backward_bottoms = (-1,)  # the selector
