@@ -30,10 +30,10 @@ stage() {  # stage NAME SECONDS COMMAND...
 'cuda', torch.version.cuda, 'numpy', numpy.__version__, 'protobuf', p.__version__)"
 } >"$LOGS/summary.log" 2>&1
 
-stage layers_cuda 100 env NEOCAFFE_TEST_DEVICE=cuda $PY -m pytest -q --no-header -p no:cacheprovider \
-  tests/test_layers.py -k "not test_gradient" --maxfail=30
-stage gradients_cuda 100 env NEOCAFFE_TEST_DEVICE=cuda $PY -m pytest -q --no-header -p no:cacheprovider \
-  tests/test_layers.py -k "test_gradient" --maxfail=30
+T="env NEOCAFFE_TEST_DEVICE=cuda $PY -m pytest -q --no-header -p no:cacheprovider"
+stage layers_cuda 100 $T tests/test_layers.py -k "not test_gradient" --maxfail=30
+stage gradients_cuda 100 $T tests/test_layers.py -k "test_gradient" --maxfail=30
+stage graph_precision_cuda 60 $T tests/gpu tests/precision
 stage conformance_cuda 80 $PY benchmarks/gpu_conformance.py .conformance
 stage python_layers_cuda 30 $PY -m benchmarks.python_layer_copies --device cuda
 if [ "$MODE" = smoke ]; then
@@ -41,12 +41,16 @@ if [ "$MODE" = smoke ]; then
     --batch 64 --threads 1 --repeats 3 --no-opencv --no-executor --tag cuda-smoke --out "$LOGS"
 fi
 if [ "$MODE" = full ]; then
-  stage suite_b64 200 $PY -m benchmarks run --device cuda --quick --batch 64 --threads 1 \
-    --no-opencv --no-executor --tag cuda-b64 --out "$LOGS"
-  stage suite_b256 150 $PY -m benchmarks run --device cuda --quick --batch 256 --threads 1 \
-    --no-opencv --no-executor --no-caffe-time --only lenet,cifar10,caffenet,resnet50 \
-    --tag cuda-b256 --out "$LOGS"
-  stage layer_speed_cuda 90 $PY -m benchmarks.layer_speed --device cuda --repeats 9 \
+  RUN="$PY -m benchmarks run --device cuda --quick --threads 1 --no-opencv --no-executor"
+  NETS=lenet,cifar10_quick,caffenet:forward,caffenet:fwdbwd,caffenet:solver,googlenet
+  NETS=$NETS,resnet50:forward,resnet50:fwdbwd,resnet50:solver
+  stage suite_b64 150 $RUN --batch 64 --only $NETS --tag cuda-b64 --out "$LOGS"
+  stage suite_b64_graph 120 $RUN --batch 64 --only $NETS --cuda-graph --no-memory \
+    --no-caffe-time --tag cuda-b64-graph --out "$LOGS"
+  stage suite_b256 150 $RUN --batch 256 --only $NETS --no-caffe-time --tag cuda-b256 --out "$LOGS"
+  stage suite_b1 60 $RUN --only caffenet:infer_b1,resnet50:infer_b1 --no-caffe-time \
+    --tag cuda-b1 --out "$LOGS"
+  stage layer_speed_cuda 80 $PY -m benchmarks.layer_speed --device cuda --repeats 9 \
     --markdown "$LOGS/layer_speed_cuda.md" --json "$LOGS/layer_speed_cuda.json"
 fi
 if [ -n "${OUT:-}" ]; then

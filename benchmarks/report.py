@@ -25,7 +25,9 @@ METHOD = """\
 - Timing: A B [C] A B [C] ... rounds; each sample is `inner` back-to-back calls; the table
   gives the median over `repeats` samples. `spread` = (max - min) / median of a side's
   samples, a noise indicator. Ratio = neocaffe / twin (lower is better).
-- forward: TEST net, `net.forward()` vs the twin under `torch.no_grad()`. fwdbwd: TRAIN net,
+- forward: TEST net, `net.forward()` (which returns the outputs as NumPy arrays) vs the twin
+  under `torch.no_grad()` followed by `.cpu()` of its output (the same host copy; on CUDA it
+  also waits for the device, as `net.forward()` must). fwdbwd: TRAIN net,
   `net.forward_backward()` vs `loss.backward()` (both accumulate parameter gradients).
   solver: `solver.step(1)` (SGD, lr {lr:g}, momentum {mom:g}, weight_decay {wd:g}) vs
   `zero_grad(); loss.backward(); opt.step()`. infer_b1: forward at batch 1. OpenCV DNN reads

@@ -207,7 +207,9 @@ class TwinSide:
     def run(self) -> None:
         if self.mode in FORWARD_MODES:
             with torch.no_grad():
-                self.model(self.x)
+                # the output on the host, as pycaffe's net.forward() returns it (a copy and a
+                # wait on CUDA; free on the CPU)
+                self.model(self.x).cpu()
         elif self.mode == "fwdbwd":
             self.loss = self.model(self.x, self.label)
             self.loss.backward()
