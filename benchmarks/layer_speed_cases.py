@@ -128,6 +128,19 @@ def channel_view(t: torch.Tensor, ndim: int = 4) -> torch.Tensor:
     return t.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+class DenseGrad(torch.autograd.Function):
+    """Identity whose backward hands on a dense copy of a strided or expanded gradient: for a
+    twin whose layer must give its bottom a dense diff (one NumPy ``.diff`` may write into)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return g.contiguous()
+
+
 def _elementwise(type_name: str, fn: Callable[[torch.Tensor], torch.Tensor], param: str = "",
                  positive: bool = False) -> None:
     def factory(mode: str) -> Spec:
@@ -438,8 +451,12 @@ def _reshape(mode: str) -> Spec:
 @case("Reduction", "SUM axis 1")
 def _reduction(mode: str) -> Spec:
     shape = feature_shape(mode)
-    return Spec(fmt(shape), [randn(*shape)], lambda b, p: [b[0].flatten(1).sum(1)],
-                "reduction_param { axis: 1 }")
+    return Spec(fmt(shape), [randn(*shape)],
+                lambda b, p: [DenseGrad.apply(b[0]).flatten(1).sum(1)],
+                "reduction_param { axis: 1 }",
+                note="twin: its gradient made dense, as the layer must (autograd's is a "
+                "stride-0 expand, which NumPy .diff writes would corrupt: every element of a "
+                "reduced row is one memory location)")
 
 
 @case("Silence")
@@ -450,13 +467,30 @@ def _silence(mode: str) -> Spec:
                 note="twin: the zero diff it writes")
 
 
-@case("Slice")
-def _slice(mode: str) -> Spec:
-    shape = feature_shape(mode)
-    half = shape[1] // 2
-    return Spec(f"{fmt(shape)} -> 2", [randn(*shape)],
-                lambda b, p: list(torch.split(b[0], [half, shape[1] - half], 1)),
-                f"slice_param {{ axis: 1 slice_point: {half} }}", num_tops=2)
+def _slice_factory(views: bool):
+    def factory(mode: str) -> Spec:
+        shape = feature_shape(mode)
+        sizes = [shape[1] // 2, shape[1] - shape[1] // 2]
+
+        def twin(b, p):
+            parts = torch.split(b[0], sizes, 1)
+            return list(parts) if views else [t.clone() for t in parts]
+
+        def after_setup(layer, dev):
+            layer.tops_are_views = True
+
+        note = ("ours with tops_are_views, as a net would set it when no layer writes into "
+                "the tops; twin: torch.split's views" if views else
+                "twin: torch.split's parts cloned, as Caffe's tops are memory of their own "
+                "(an in-place consumer must not overwrite the bottom)")
+        return Spec(f"{fmt(shape)} -> 2", [randn(*shape)], twin,
+                    f"slice_param {{ axis: 1 slice_point: {sizes[0]} }}", num_tops=2,
+                    after_setup=after_setup if views else None, note=note)
+    return factory
+
+
+case("Slice")(_slice_factory(False))
+case("Slice", "views")(_slice_factory(True))
 
 
 @case("Split")

@@ -1,6 +1,20 @@
 """Concat: join the bottoms along ``axis`` (legacy ``concat_dim``, non-negative). Every bottom
-has the same shape except along that axis; top dim there = the sum of the bottoms'. Backward
-hands each bottom its slice of the top diff (a view of it where the slice is contiguous)."""
+has the same shape except along that axis; top dim there = the sum of the bottoms'.
+
+Backward hands each bottom its slice of the top diff as a view (``narrow``; strided when
+the axis is not the first non-1 dim), as autograd does for ``torch.cat``; Caffe copies. This
+is safe because a blob diff is only ever replaced, never written into, by the layers:
+- the slice's only reader is the bottom's producer (a bottom used twice goes through a Split,
+  whose sum is a new tensor); the top diff is not read again in this backward, and the next
+  backward replaces the top diff before it replaces these views;
+- the views keep the top diff's memory alive (no reuse while they exist);
+- strided diffs are fine for torch ops, for ``Blob.reshape`` (it copies when it must) and for
+  NumPy reads; ``blob.diff[...] = x`` writes through into the right elements.
+What differs from Caffe: an in-place Python layer (or the user) writing ``.diff`` of a bottom
+also changes the top's already-used diff, and on the CPU a write through a NumPy *reshape* of
+a strided diff lands in a copy (NumPy semantics). Eltwise SUM and Split already share diffs
+the same way; the cure for all of them is for NumPy ``.diff`` access to hand out a private
+dense copy of a shared or strided diff (caffe/blob.py)."""
 
 from __future__ import annotations
 
@@ -42,7 +56,4 @@ class Concat(Layer):
         pieces = top[0].diff_tensor.split(self.sizes, self.axis)
         for b, piece, need in zip(bottom, pieces, propagate_down):
             if need:
-                # a contiguous slice (axis 0, or only 1s before the axis) is handed out as a
-                # view: diffs are replaced, never written into. Others are copied, as a blob's
-                # diff must be viewable in any shape of its count.
-                b.diff_tensor = piece.contiguous()
+                b.diff_tensor = piece

@@ -1,7 +1,15 @@
 """Reduction: reduce the trailing axes from ``axis`` on to one number per leading index.
 bottom (d0, ..., dn) -> top (d0, ..., d_{axis-1}) (0-d when axis is 0). SUM: sum x; ASUM:
 sum |x|; SUMSQ: sum x^2; MEAN: sum x / count; then times ``coeff``. Backward: d x = coeff * dy
-times 1 (SUM), 1/count (MEAN), sign(x) (ASUM) or 2 x (SUMSQ)."""
+times 1 (SUM), 1/count (MEAN), sign(x) (ASUM) or 2 x (SUMSQ).
+
+The SUM/MEAN bottom diff is written out dense, as Caffe does, although autograd hands out the
+stride-0 ``expand`` of dy for free. A blob diff must take NumPy writes (``blob.diff[...] = g``
+by the user before a partial backward, or by an in-place Python layer below): on an expanded
+tensor every element of a reduced row is one memory location, so such a write would silently
+keep only the last value of each row on the CPU (and fail on the way back to a GPU). Handing
+out the expand becomes safe once NumPy ``.diff`` access materialises such a diff first
+(caffe/blob.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,16 @@
 """Slice: cut the bottom along ``axis`` (legacy ``slice_dim``, non-negative) into the tops.
 With ``slice_point`` p1 < p2 < ... (one fewer than the tops, within the axis) top i gets
-[p_i, p_{i+1}); without, the axis is split into equal parts. Backward joins the tops' diffs."""
+[p_i, p_{i+1}); without, the axis is split into equal parts. Backward joins the tops' diffs.
+
+Forward copies each part into its own tensor, as Caffe does, unless ``tops_are_views`` is set.
+A view (``torch.split``) would be cheaper, but a top must not share the bottom's memory when
+anything writes into one of them after this forward: a layer running in place on a top (a ReLU
+would overwrite the bottom, which e.g. a Sigmoid producer needs for its backward, and which
+the user reads back), a Python layer or the user writing ``.data``, or an in-place layer on
+a Split sibling of the bottom (it would change the top after the slice was taken). Only the
+net can see that; it may set ``tops_are_views = True`` on a Slice whose bottom and tops (and
+the blobs sharing their memory through Split, Flatten and Reshape) no layer writes in place.
+The default is the safe copy."""
 
 from __future__ import annotations
 
@@ -16,6 +26,8 @@ from caffe.registry import register_layer
 class Slice(Layer):
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
+    #: hand out views of the bottom as tops (set by the net when no one writes into them)
+    tops_are_views = False
 
     def setup(self, bottom, top):
         check_not_both(self, self.layer_param.slice_param, "slice_dim")
@@ -44,8 +56,10 @@ class Slice(Layer):
             t.reshape(shape[:self.axis] + (size,) + shape[self.axis + 1:])
 
     def forward(self, bottom, top):
-        for t, piece in zip(top, bottom[0].tensor.split(self.sizes, self.axis)):
-            t.tensor = piece.clone(memory_format=torch.contiguous_format)
+        pieces = bottom[0].tensor.split(self.sizes, self.axis)
+        for t, piece in zip(top, pieces):
+            t.tensor = piece if self.tops_are_views else piece.clone(
+                memory_format=torch.contiguous_format)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
