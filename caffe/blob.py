@@ -217,6 +217,10 @@ class Blob:
         if self._hg_state == _HOST_HEAD:
             return self._hg.numpy()
         g = self._device_diff()
+        if not g.is_contiguous() or g.untyped_storage().nbytes() != g.numel() * g.element_size():
+            # a view into another blob's diff (Concat hands out slices of its top's diff):
+            # NumPy writes must not reach that blob, as Caffe's separate memory would not
+            self._g = g = g.contiguous() if not g.is_contiguous() else g.clone()
         arr, self._hg, self._hg_state = self._host(g, self._hg, self._hg_state)
         return arr
 

@@ -181,17 +181,19 @@ def test_eltwise_sum_shares_dy_and_the_net_gradient_stays_right():
         np.testing.assert_allclose(net.blobs["z"].diff, -2 * g, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("axis, shape, viewed", [(0, (2, 3, 4), True), (1, (1, 3, 4), True),
-                                                 (1, (2, 3, 4), False)])
-def test_concat_hands_contiguous_slices_as_views(axis, shape, viewed):
+@pytest.mark.parametrize("axis, shape", [(0, (2, 3, 4)), (1, (1, 3, 4)), (1, (2, 3, 4))])
+def test_concat_hands_slices_as_views(axis, shape):
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal(shape), rng.standard_normal(shape)
     layer, bottom, top = _layer("Concat", f"concat_param {{ axis: {axis} }}", [a, b])
     dy = rng.standard_normal(top[0].shape)
     _run(layer, bottom, top, dy)
     for i, blob in enumerate(bottom):
+        g = blob.diff_tensor
+        assert g.untyped_storage().data_ptr() == top[0].diff_tensor.untyped_storage().data_ptr()
+        # NumPy access gives the bottom its own memory: writes must not reach the top's diff
         np.testing.assert_array_equal(blob.diff, np.split(dy, 2, axis)[i])
-        assert np.shares_memory(blob.diff, top[0].diff) == viewed
+        assert not np.shares_memory(blob.diff, top[0].diff)
         blob.reshape(a.size)  # the diff can be viewed in another shape of its count
         assert blob.diff.shape == (a.size,)
 
