@@ -79,8 +79,18 @@ class PrefetchingDataLayer(Layer):
         return self._resume_state
 
     def load_state_dict(self, state: dict) -> None:
-        """Drop the prefetched batches and continue from ``state``."""
-        self.prefetcher.restart(lambda: self._reset(state))
+        """Drop the prefetched batches and continue from ``state`` (from the next unconsumed
+        batch, as before, when ``state`` is invalid)."""
+        current = self._resume_state
+
+        def reset() -> None:
+            try:
+                self._reset(state)
+            except BaseException:
+                self._reset(current)
+                raise
+
+        self.prefetcher.restart(reset)
         self._resume_state = state
 
     def close(self) -> None:
