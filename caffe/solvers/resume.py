@@ -19,7 +19,7 @@ import json
 import os
 
 from caffe._common import LOG, get_rng_state, set_rng_state
-from caffe.errors import CaffeError
+from caffe.errors import CaffeError, SolverError
 from caffe.net import Net
 from caffe.solvers.solver import SolverFileError
 
@@ -47,7 +47,22 @@ def encode(net: Net, iteration: int) -> bytes:
     doc = {"format": FORMAT, "version": VERSION, "iter": int(iteration),
            "rng": {k: base64.b64encode(v).decode("ascii") for k, v in get_rng_state().items()},
            "layers": layers}
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        bad = [f"'{x['name']}' ({x['type']})" for x in layers if not _jsonable(x["state"])]
+        raise SolverError(
+            f"cannot save the state of layer {', '.join(bad) or '?'}: state_dict() must return "
+            "JSON-able values (dicts with string keys, lists, str, int, float, bool, None); "
+            f"{e}") from None
+
+
+def _jsonable(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def read_sidecar(state_file: str) -> tuple[bytes, str] | None:

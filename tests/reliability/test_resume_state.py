@@ -113,6 +113,14 @@ def test_restore_in_the_same_process_repeats_the_run(tmp_path, hdf5):
     assert _losses(solver, 3) == expected[2:]
 
 
+def test_a_layer_state_that_is_not_json_is_named(tmp_path, monkeypatch):
+    solver = _solver(tmp_path)
+    monkeypatch.setattr(type(solver.net.layers[0]), "state_dict",
+                        lambda self: {"seen": np.arange(3)})
+    with pytest.raises(caffe.errors.SolverError, match=r"layer 'data' \(DummyData\).*JSON"):
+        solver.snapshot()
+
+
 # ---------------------------------------------------------------------------- old snapshots
 def test_missing_sidecar_resumes_as_before_with_one_info_line(tmp_path, log_lines):
     state = _snapshot(tmp_path)
