@@ -15,13 +15,27 @@ mkdir -p "$LOGS"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 GLOG_minloglevel=2
 PY=${PYTHON:-python3}
 
+DEADLINE=${DEADLINE:-100000}  # seconds: stages are cut to finish before it
+
+pack() {  # everything so far into $OUT (when set): a run killed later still returns it
+  if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/gpu-$MODE.tar.gz" -C "$LOGS" . && cp "$LOGS/summary.log" "$OUT/"
+  fi
+}
+
 stage() {  # stage NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
+  local left=$((DEADLINE - SECONDS - 10))
+  if [ "$left" -lt 15 ]; then
+    echo "== $name: skipped (deadline)" | tee -a "$LOGS/summary.log"; return
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
   local t0=$SECONDS
   timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   echo "== $name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOGS/summary.log"
   tail -n 4 "$LOGS/$name.log" | sed 's/^/   /' | tee -a "$LOGS/summary.log"
+  pack
 }
 
 {
@@ -36,6 +50,7 @@ stage gradients_cuda 100 $T tests/test_layers.py -k "test_gradient" --maxfail=30
 stage graph_precision_cuda 60 $T tests/gpu tests/precision
 stage conformance_cuda 80 $PY benchmarks/gpu_conformance.py .conformance
 stage python_layers_cuda 30 $PY -m benchmarks.python_layer_copies --device cuda
+stage main_job_gpu 60 $PY -m caffe train -solver examples/mnist/lenet_solver.prototxt -gpu 0
 if [ "$MODE" = smoke ]; then
   stage suite_lenet 45 $PY -m benchmarks run --device cuda --quick --only lenet,caffenet:solver \
     --batch 64 --threads 1 --repeats 3 --no-opencv --no-executor --tag cuda-smoke --out "$LOGS"
@@ -53,7 +68,5 @@ if [ "$MODE" = full ]; then
   stage layer_speed_cuda 80 $PY -m benchmarks.layer_speed --device cuda --repeats 9 \
     --markdown "$LOGS/layer_speed_cuda.md" --json "$LOGS/layer_speed_cuda.json"
 fi
-if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/gpu-$MODE.tar.gz" -C "$LOGS" . && cp "$LOGS/summary.log" "$OUT/"
-fi
+pack
 cat "$LOGS/summary.log"

@@ -70,6 +70,38 @@ def set_random_seed(seed: int) -> None:
     torch.manual_seed(int(seed))
 
 
+def get_rng_state() -> dict[str, bytes]:
+    """The state of every generator ``set_random_seed`` seeds: ``caffe`` (the CPU generator
+    of fillers, Dropout and shuffles), ``torch`` (torch's default CPU generator) and, when the
+    nets run on CUDA, ``cuda`` (that device's default generator)."""
+    state = {"caffe": STATE.generator.get_state().numpy().tobytes(),
+             "torch": torch.get_rng_state().numpy().tobytes()}
+    if STATE.device.type == "cuda" and torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state(STATE.device).numpy().tobytes()
+    return state
+
+
+def set_rng_state(state: dict[str, bytes]) -> None:
+    """Restore what ``get_rng_state`` returned. A ``cuda`` state is restored only in GPU mode
+    (and a missing one leaves the CUDA generator alone). Raises ValueError for states of the
+    wrong size."""
+    current = get_rng_state()
+    for key, value in state.items():
+        if key not in ("caffe", "torch", "cuda"):
+            raise ValueError(f"unknown random generator '{key}'")
+        if key in current and len(value) != len(current[key]):
+            raise ValueError(f"the state of the '{key}' random generator has {len(value)} "
+                             f"bytes; this torch build uses {len(current[key])}")
+    tensors = {k: torch.frombuffer(bytearray(v), dtype=torch.uint8) for k, v in state.items()
+               if k in current}
+    if "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"], STATE.device)
+    if "torch" in tensors:
+        torch.set_rng_state(tensors["torch"])
+    if "caffe" in tensors:
+        STATE.generator.set_state(tensors["caffe"])
+
+
 def generator_for(device: torch.device) -> torch.Generator | None:
     """The seeded generator for ``device`` (None on CUDA: the CUDA default generator is seeded
     by ``set_random_seed`` through ``torch.manual_seed``)."""

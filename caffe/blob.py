@@ -84,8 +84,10 @@ class Blob:
     def canonical_axis(self, axis: int) -> int:
         """Map a negative axis to its positive index, checking the range."""
         n = self._t.dim()
-        if not -n <= axis < max(n, 1):
-            raise ShapeMismatchError(f"axis {axis} is out of range for a {n}-D blob {self.shape}")
+        if not -n <= axis < n:
+            detail = " (a 0-D blob has no axes)" if n == 0 else ""
+            raise ShapeMismatchError(
+                f"axis {axis} is out of range for a {n}-D blob {self.shape}{detail}")
         return axis + n if axis < 0 else axis
 
     def _legacy(self, index: int) -> int:

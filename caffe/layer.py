@@ -70,6 +70,11 @@ class Layer:
     #: False for layers that read files or host memory, wait for the device, or whose top
     #: shapes depend on the data. Python layers are never graphed.
     graph_safe: ClassVar[bool] = True
+    #: whether a top may be the bottom at the same index (in-place computation); the net
+    #: refuses in-place wiring for built-in layers that do not allow it. Layers written
+    #: outside neocaffe (Python layers, user-registered types) are not checked: as in Caffe,
+    #: their author decides.
+    allows_in_place: ClassVar[bool] = False
 
     def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,
                  phase: Phase | None = None) -> None:
@@ -153,6 +158,21 @@ class Layer:
                 blob.diff_tensor.add_(g)
             else:
                 blob.diff_tensor = g.detach()
+
+    # ------------------------------------------------------------------ resume state
+    def state_dict(self) -> dict:
+        """The layer's non-parameter state that an exact resume needs (a data layer's position
+        and shuffle order, a private random generator's state), saved with solver snapshots.
+        JSON-able: dicts with string keys, lists, strings, ints, floats, booleans, None.
+        Parameters are not part of it (they are in the weights). Default: no state."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned. ``state`` comes from a file: check its types
+        and ranges, raising ValueError or TypeError (the solver names the file)."""
+        if state:
+            raise ValueError(f"Layer '{self.name}' ({self.type}) keeps no state to restore, "
+                             f"but the saved state has entries {sorted(state)[:5]}")
 
     # ------------------------------------------------------------------ machinery
     @classmethod

@@ -16,6 +16,7 @@ class NeuronLayer(Layer):
 
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
+    allows_in_place = True
 
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         if top[0] is not bottom[0]:
@@ -33,6 +34,10 @@ class LossLayer(Layer):
     no_force_backward_bottoms = (1,)
 
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        if not bottom[0].shape:
+            raise LayerSetupError(
+                f"Layer '{self.name}' ({self.type}): the prediction (bottom 0) is a 0-D blob; "
+                "a loss needs at least one axis (the batch)")
         if bottom[0].shape[:1] != bottom[1].shape[:1]:
             raise LayerSetupError(
                 f"Layer '{self.name}' ({self.type}): the prediction and the label must have the "

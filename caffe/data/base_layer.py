@@ -1,17 +1,33 @@
 """The base of the prefetching data layers (Data, ImageData, WindowData): no bottoms, a data
 top and an optional label top, no backward; batches come from a background
-:class:`caffe.data.prefetch.Prefetcher` started by ``start_prefetch``."""
+:class:`caffe.data.prefetch.Prefetcher` started by ``start_prefetch``.
+
+Exact resume: every prefetched batch carries the state of its item stream and of its
+:class:`Batcher` just after it was made, which is the state the next batch starts from. The
+layer keeps the state of the last batch the net consumed (``state_dict``), so a snapshot saves
+the position of the next batch the net will see, not the reader's (which runs ahead);
+``load_state_dict`` drops the prefetched batches and restarts the reader from it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
+from typing import Protocol
 
 from caffe.data import naming_layer
-from caffe.data.prefetch import Prefetcher, attach
+from caffe.data.prefetch import Batcher, Loader, Prefetcher, attach
+from caffe.data.resume import fields
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
+
+
+class ItemStream(Protocol):
+    """What a prefetching layer reads: the loaders of the next batch's items, and the stream's
+    position and random state (JSON-able) to resume from."""
+
+    def next_loaders(self) -> list[Loader]: ...
+
+    def state(self) -> dict: ...
+
+    def set_state(self, state: object) -> None: ...
 
 
 class PrefetchingDataLayer(Layer):
@@ -30,12 +46,53 @@ class PrefetchingDataLayer(Layer):
                 f"{batch_size}")
         return int(batch_size)
 
-    def start_prefetch(self, produce: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                       depth: int, close: Callable[[], None] | None = None) -> None:
-        """Run ``produce`` in the background, ``depth`` batches ahead. ``produce`` must not
-        refer to the layer (so that deleting the net stops the thread)."""
+    def start_prefetch(self, items: ItemStream, batcher: Batcher, depth: int) -> None:
+        """Make batches of ``items`` with ``batcher`` in the background, ``depth`` batches
+        ahead. Closing the layer closes both (``items.close()`` when it has one)."""
+
+        def state() -> dict:
+            return {"items": items.state(), "batcher": batcher.state()}
+
+        def produce():
+            data, labels = batcher.make(items.next_loaders())
+            return data, labels, state()
+
+        def close():
+            batcher.close()
+            closer = getattr(items, "close", None)
+            if closer is not None:
+                closer()
+
+        what = f"the state of layer '{self.name}'"
+
+        def reset(saved: object) -> None:
+            item_state, batcher_state = fields(saved, ("items", "batcher"), what)
+            items.set_state(item_state)
+            batcher.set_state(batcher_state)
+
+        self._resume_state = state()
+        self._reset = reset
         self.prefetcher = Prefetcher(produce, depth, self.name, close)
         attach(self, self.prefetcher)
+
+    def state_dict(self) -> dict:
+        """The position and random state of the next batch the net will consume."""
+        return self._resume_state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Drop the prefetched batches and continue from ``state`` (from the next unconsumed
+        batch, as before, when ``state`` is invalid)."""
+        current = self._resume_state
+
+        def reset() -> None:
+            try:
+                self._reset(state)
+            except BaseException:
+                self._reset(current)
+                raise
+
+        self.prefetcher.restart(reset)
+        self._resume_state = state
 
     def close(self) -> None:
         """Stop the prefetch thread now (it also stops when the layer is deleted)."""
@@ -47,7 +104,7 @@ class PrefetchingDataLayer(Layer):
 
     def forward(self, bottom, top):
         with naming_layer(self):
-            data, labels = self.prefetcher.get()
+            data, labels, self._resume_state = self.prefetcher.get()
         for t, src in zip(top, (data, labels)):
             if t.shape != tuple(src.shape):
                 t.reshape(tuple(src.shape))

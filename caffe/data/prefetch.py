@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from caffe._common import STATE
+from caffe.data.resume import set_rng_state
 from caffe.data.transformer import DataTransformer
 from caffe.errors import CaffeError
 
@@ -82,6 +83,13 @@ class Batcher:
         labels = torch.tensor([item[1] for item in items], dtype=torch.float32)
         return data, (labels.pin_memory() if self.pin else labels)
 
+    def state(self) -> dict:
+        """The state of the random stream (JSON-able)."""
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        set_rng_state(self.rng, state, "the batch transformer's random state")
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -93,8 +101,22 @@ class _Failure:
         self.error = error
 
 
-def _fill(produce: Callable[[], object], close: Callable[[], None] | None, q: queue.Queue,
-          stop: threading.Event) -> None:
+class _Once:
+    """Calls ``fn`` at most once, from whichever thread asks first."""
+
+    def __init__(self, fn: Callable[[], None] | None) -> None:
+        self._fn = fn
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
+
+
+def _fill(produce: Callable[[], object], q: queue.Queue, stop: threading.Event,
+          closing: threading.Event, close: _Once) -> None:
     try:
         while not stop.is_set():
             try:
@@ -110,25 +132,47 @@ def _fill(produce: Callable[[], object], close: Callable[[], None] | None, q: qu
             if isinstance(item, _Failure):
                 return
     finally:
-        if close is not None:
+        if closing.is_set():
             close()
 
 
 class Prefetcher:
     """Runs ``produce()`` in a daemon thread, ``depth`` results ahead of :meth:`get`.
-    ``close`` (if given) runs in that thread when it stops."""
+    ``close`` (if given) runs once, when the prefetcher is closed and the thread has stopped
+    (in that thread if it was still busy). :meth:`restart` drops the queued results and runs
+    a function while no thread runs (to reposition what ``produce`` reads)."""
 
     def __init__(self, produce: Callable[[], object], depth: int, name: str,
                  close: Callable[[], None] | None = None) -> None:
         self.name = name
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._produce = produce
+        self._depth = max(1, int(depth))
+        self._closing = threading.Event()
+        self._close = _Once(close)
+        self._start()
+        _LIVE.add(self)
+
+    def _start(self) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=self._depth)
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=_fill, args=(produce, close, self._queue,
-                                                           self._stop),
-                                        name=f"caffe-prefetch-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=_fill, args=(self._produce, self._queue, self._stop, self._closing,
+                                self._close),
+            name=f"caffe-prefetch-{self.name}", daemon=True)
         self._thread.start()
-        _LIVE.add(self)
+
+    def _halt(self, timeout: float) -> bool:
+        """Stop the thread and drop the queued results; True once it has stopped."""
+        self._stop.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def get(self):
         """The next result (waits for it); re-raises the producer's error."""
@@ -147,16 +191,23 @@ class Prefetcher:
             return item
         raise self._error
 
+    def restart(self, reset: Callable[[], None], timeout: float = 10.0) -> None:
+        """Stop the thread, drop what it prefetched, run ``reset()``, start it again."""
+        if self._closing.is_set():
+            raise CaffeError(f"the prefetch thread of '{self.name}' is closed")
+        if not self._halt(timeout):
+            raise CaffeError(f"the prefetch thread of '{self.name}' did not stop within "
+                             f"{timeout} s")
+        try:
+            reset()
+        finally:
+            self._start()
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread and wait for it (idempotent)."""
-        self._stop.set()
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._closing.set()
+        if self._halt(timeout):
+            self._close()
 
     @property
     def alive(self) -> bool:

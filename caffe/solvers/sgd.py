@@ -30,6 +30,7 @@ from caffe import model_io
 from caffe._common import LOG
 from caffe.errors import CaffeError
 from caffe.proto import caffe_pb2, files
+from caffe.solvers import resume
 from caffe.solvers.lr_policy import check_policy, learning_rate
 from caffe.solvers.solver import Solver, SolverFileError, register_solver
 
@@ -154,14 +155,16 @@ class SGDSolver(Solver):
     def _snapshot_solver_state(self, model_filename: str) -> None:
         hdf5 = self._param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         arrays = [h.detach().cpu().numpy() for h in self.history]
+        extra = resume.encode(self.net, self.iter)
         if hdf5:
             path = self.snapshot_filename(".solverstate.h5")
             LOG.info("Snapshotting solver state to HDF5 file %s", path)
             files.write_atomic(path, _state_to_hdf5(self.iter, model_filename,
-                                                    self.current_step, arrays))
+                                                    self.current_step, arrays, extra))
             return
         path = self.snapshot_filename(".solverstate")
         LOG.info("Snapshotting solver state to binary proto file %s", path)
+        files.write_atomic(resume.sidecar_path(path), extra)
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_filename,
                                       current_step=self.current_step)
         for arr in arrays:
@@ -172,7 +175,7 @@ class SGDSolver(Solver):
         path = os.fspath(state_file)
         reader = _state_from_hdf5 if path.endswith(".h5") else _state_from_proto
         try:
-            it, learned, step, arrays = reader(path, self._check_history)
+            it, learned, step, arrays, extra = reader(path, self._check_history)
         except SolverFileError:
             raise
         except (CaffeError, OSError, KeyError, ValueError, TypeError) as e:
@@ -194,6 +197,10 @@ class SGDSolver(Solver):
                     .reshape(h.shape))
         self.iter = it
         self.current_step = step
+        if extra is None:
+            resume.log_missing(path)
+        else:
+            resume.apply(self.net, *extra, it)
 
     def _check_history(self, path: str, shapes: list[tuple[int, ...]]) -> None:
         """Raise unless ``shapes`` (of the state's history blobs, before their data is read)
@@ -216,7 +223,9 @@ class SGDSolver(Solver):
 
 # ---------------------------------------------------------------------------- state files
 def _state_to_hdf5(it: int, learned_net: str, current_step: int,
-                   history: list[np.ndarray]) -> bytes:
+                   history: list[np.ndarray], extra: bytes) -> bytes:
+    """Caffe's HDF5 solver state, with the resume state ``extra`` in a dataset Caffe
+    ignores."""
     import h5py
 
     buf = io.BytesIO()
@@ -227,15 +236,20 @@ def _state_to_hdf5(it: int, learned_net: str, current_step: int,
         group = f.create_group("history")
         for i, arr in enumerate(history):
             group.create_dataset(str(i), data=arr)
+        f.create_dataset(resume.HDF5_DATASET, data=np.frombuffer(extra, np.uint8))
     return buf.getvalue()
 
 
 HistoryCheck = Callable[[str, list[tuple[int, ...]]], None]
+#: what a solver state reader returns: iteration, learned net, lr policy step, history, and
+#: the resume state with the file it came from (None when the snapshot has none)
+StateContents = tuple[int, str, int, list[np.ndarray], tuple[bytes, str] | None]
 
 
-def _state_from_hdf5(path: str, check: HistoryCheck) -> tuple[int, str, int, list[np.ndarray]]:
+def _state_from_hdf5(path: str, check: HistoryCheck) -> StateContents:
     """Read Caffe's HDF5 solver state: scalars ``iter``, ``current_step``, the string
-    ``learned_net`` and the group ``history`` of datasets ``0``..``n-1``."""
+    ``learned_net``, the group ``history`` of datasets ``0``..``n-1`` and our
+    ``resume_state`` (uint8 dataset of JSON), when present."""
     import h5py
 
     if not os.path.exists(path):
@@ -259,7 +273,15 @@ def _state_from_hdf5(path: str, check: HistoryCheck) -> tuple[int, str, int, lis
                                   f"{len(group) - 1}; it holds {sorted(group)}")
         check(path, [tuple(d.shape or ()) for d in datasets])
         arrays = [np.asarray(d[()], dtype=np.float32) for d in datasets]
-    return it, learned, step, arrays
+        extra = None
+        if resume.HDF5_DATASET in f:
+            ds = f[resume.HDF5_DATASET]
+            if not isinstance(ds, h5py.Dataset) or ds.dtype != np.uint8 or ds.ndim != 1 \
+                    or ds.size > resume.MAX_BYTES:
+                raise SolverFileError(f"{path}: '{resume.HDF5_DATASET}' must be a 1-D uint8 "
+                                      f"dataset of at most {resume.MAX_BYTES} bytes")
+            extra = (np.asarray(ds[()]).tobytes(), f"{path}:{resume.HDF5_DATASET}")
+    return it, learned, step, arrays, extra
 
 
 def _hdf5_int(f, key: str, path: str) -> int:
@@ -271,12 +293,14 @@ def _hdf5_int(f, key: str, path: str) -> int:
     return int(np.asarray(ds[()]).reshape(-1)[0])
 
 
-def _state_from_proto(path: str, check: HistoryCheck) -> tuple[int, str, int, list[np.ndarray]]:
+def _state_from_proto(path: str, check: HistoryCheck) -> StateContents:
+    """Read a binary SolverState and the resume state sidecar next to it, if any."""
     state = files.read_binary(path, caffe_pb2.SolverState())
     check(path, [model_io.proto_shape(bp) for bp in state.history])
     arrays = [model_io.blobproto_to_array(bp, f"{path}: history blob {i}")
               for i, bp in enumerate(state.history)]
-    return state.iter, state.learned_net, state.current_step, arrays
+    return (state.iter, state.learned_net, state.current_step, arrays,
+            resume.read_sidecar(path))
 
 
 def _resolve_learned_net(state_file: str, learned: str) -> str:

@@ -477,7 +477,8 @@ class Solver:
 
     def restore(self, state_file: str) -> None:
         """Resume from a ``.solverstate`` (binary proto) or ``.solverstate.h5`` file: the
-        iteration, the update history and the learned weights it names."""
+        iteration, the update history and the learned weights it names, and the random and
+        data-layer state saved with it (see :mod:`caffe.solvers.resume`)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -99,22 +99,13 @@ layer {{ name: "data" type: "ImageData" top: "data" top: "label"
 """ + TAIL % DROPOUT
 
 
-#: the random state of Dropout and of the data layers is not yet part of the solver state
-#: (see docs/reliability.md): these cases fail until it is; strict, so they report when fixed
-_NEEDS_RNG_STATE = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="solver snapshots do not save the random state and data-layer "
-    "positions yet")
-
 CASES = [
     pytest.param(_constant_data, "SGD", False, id="solver-state-sgd"),
     pytest.param(_constant_data, "Adam", True, id="solver-state-adam-hdf5"),
-    pytest.param(_random_data_dropout, "SGD", False, id="dropout-random-dummydata",
-                 marks=_NEEDS_RNG_STATE),
-    pytest.param(_hdf5_data, "SGD", False, id="hdf5data-shuffle", marks=_NEEDS_RNG_STATE),
-    pytest.param(_lmdb_data, "Nesterov", False, id="lmdb-prefetch-crop-mirror",
-                 marks=_NEEDS_RNG_STATE),
-    pytest.param(_image_data, "SGD", True, id="imagedata-shuffle", marks=_NEEDS_RNG_STATE),
+    pytest.param(_random_data_dropout, "SGD", False, id="dropout-random-dummydata"),
+    pytest.param(_hdf5_data, "SGD", False, id="hdf5data-shuffle"),
+    pytest.param(_lmdb_data, "Nesterov", False, id="lmdb-prefetch-crop-mirror"),
+    pytest.param(_image_data, "SGD", True, id="imagedata-shuffle"),
 ]
 
 

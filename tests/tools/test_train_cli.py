@@ -77,8 +77,9 @@ def test_train_writes_caffe_log_lines_and_snapshots(workdir, capsys):
                  "Optimization Done."):
         assert line in err, line
     assert "] Iteration 2, loss = " in err  # glog prefix: "I1126 12:00:00.000000  pid x.py] "
-    assert sorted(os.listdir("snaps")) == ["tiny_iter_4.caffemodel", "tiny_iter_4.solverstate",
-                                           "tiny_iter_6.caffemodel", "tiny_iter_6.solverstate"]
+    assert sorted(os.listdir("snaps")) == [
+        "tiny_iter_4.caffemodel", "tiny_iter_4.solverstate", "tiny_iter_4.solverstate.rng",
+        "tiny_iter_6.caffemodel", "tiny_iter_6.solverstate", "tiny_iter_6.solverstate.rng"]
     assert "snaps/tiny_iter_6.caffemodel" in out
 
 

@@ -26,6 +26,7 @@ _bn_backward = torch.ops.aten.native_batch_norm_backward
 class BatchNorm(Layer):
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
+    allows_in_place = True
 
     def setup(self, bottom, top):
         p = self.layer_param.batch_norm_param

@@ -19,6 +19,7 @@ from caffe.registry import register_layer
 class MVN(Layer):
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
+    allows_in_place = True
 
     def setup(self, bottom, top):
         p = self.layer_param.mvn_param

@@ -42,17 +42,9 @@ class Data(PrefetchingDataLayer):
                 reader.close()
                 raise
         if p.rand_skip:
-            records.skip = int(torch.randint(0, p.rand_skip, (1,), generator=STATE.generator))
+            records.next_index = int(torch.randint(0, p.rand_skip, (1,), generator=STATE.generator))
         top[0].reshape(batch_size, *shape)
         if len(top) > 1:
             top[1].reshape(batch_size)
         batcher = Batcher(transformer, new_seed(), decode_workers(encoded), pin_batches())
-
-        def produce():
-            return batcher.make(records.next_loaders())
-
-        def close():
-            batcher.close()
-            records.close()
-
-        self.start_prefetch(produce, p.prefetch, close)
+        self.start_prefetch(records, batcher, p.prefetch)

@@ -15,6 +15,7 @@ import torch
 from caffe._common import STATE
 from caffe.data import naming_layer
 from caffe.data.hdf5 import load_datasets
+from caffe.data.resume import checked_int, checked_permutation, fields
 from caffe.data.sources import read_path_list, resolve
 from caffe.errors import FileFormatError, LayerSetupError
 from caffe.layer import Layer, Phase
@@ -60,6 +61,10 @@ class HDF5Data(Layer):
             t.reshape((self.batch_size, *shape))
 
     def _load_current(self) -> None:
+        self._read_current()
+        self.row_order = _permutation(self.rows) if self.shuffle else np.arange(self.rows)
+
+    def _read_current(self) -> None:
         entry = self.entries[self.file_order[self.current_file]]
         path = resolve(entry.path, self.source)
         where = f"line {entry.line} of '{self.source}'"
@@ -73,7 +78,6 @@ class HDF5Data(Layer):
                         "must have the same row shape")
         self.arrays = [torch.from_numpy(a) for a in arrays]
         self.rows = arrays[0].shape[0]
-        self.row_order = _permutation(self.rows) if self.shuffle else np.arange(self.rows)
 
     def _end_of_file(self) -> None:
         """Caffe's HDF5DataLayer::Next at the last row: next file (reshuffled list after a full
@@ -95,6 +99,32 @@ class HDF5Data(Layer):
         if size <= 1 or self.phase == Phase.TEST:
             return np.arange(count)
         return np.nonzero((self.offset + np.arange(count)) % size == rank)[0]
+
+    def state_dict(self) -> dict:
+        """The file order, the current file and row, the current file's row order and the
+        multi-process offset."""
+        return {"file_order": self.file_order.tolist(), "file": self.current_file,
+                "row": self.current_row, "row_order": self.row_order.tolist(),
+                "offset": self.offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        keys = ("file_order", "file", "row", "row_order", "offset")
+        file_order, current, row, row_order, offset = fields(
+            state, keys, f"the state of layer '{self.name}'")
+        file_order = checked_permutation(file_order, len(self.entries), "the HDF5 file order")
+        current = checked_int(current, 0, len(self.entries), "the current HDF5 file")
+        offset = checked_int(offset, 0, 1 << 62, "the HDF5 row offset")
+        saved = (self.file_order, self.current_file, self.arrays, self.rows)
+        self.file_order, self.current_file = file_order, current
+        try:
+            with naming_layer(self):
+                self._read_current()
+            row = checked_int(row, 0, self.rows, "the current HDF5 row")
+            row_order = checked_permutation(row_order, self.rows, "the HDF5 row order")
+        except BaseException:
+            self.file_order, self.current_file, self.arrays, self.rows = saved
+            raise
+        self.current_row, self.row_order, self.offset = row, row_order, offset
 
     def reshape(self, bottom, top):
         """Shapes are fixed at setup."""

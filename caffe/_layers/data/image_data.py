@@ -51,8 +51,4 @@ class ImageData(PrefetchingDataLayer):
         top[0].reshape(batch_size, *shape)
         top[1].reshape(batch_size)
         batcher = Batcher(transformer, new_seed(), decode_workers(True), pin_batches())
-
-        def produce():
-            return batcher.make(images.next_loaders())
-
-        self.start_prefetch(produce, self.layer_param.data_param.prefetch, batcher.close)
+        self.start_prefetch(images, batcher, self.layer_param.data_param.prefetch)

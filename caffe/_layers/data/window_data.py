@@ -19,6 +19,7 @@ import numpy as np
 from caffe.data import naming_layer
 from caffe.data.base_layer import PrefetchingDataLayer
 from caffe.data.prefetch import Batcher, decode_workers, new_seed, pin_batches
+from caffe.data.resume import fields, set_rng_state
 from caffe.data.transformer import DataTransformer
 from caffe.data.windows import WindowCropper, load_window_image, read_window_file
 from caffe.errors import FileFormatError, LayerSetupError
@@ -30,6 +31,41 @@ def _load_window(cropper: WindowCropper, path: str, cached: bytes | None, window
                  where: str):
     img = load_window_image(path, cached, where)
     return cropper(img, window, mirror, where), float(window.label), where
+
+
+class WindowSampler:
+    """The windows of each batch: for each (pool, count) of ``plan``, ``count`` windows drawn
+    at random from ``pool``, each mirrored at random when ``mirror``. Its resume state is its
+    generator's state."""
+
+    def __init__(self, windows, cropper: WindowCropper, cache: dict[str, bytes], source: str,
+                 mirror: bool, plan, seed: int) -> None:
+        self.windows = windows
+        self.cropper = cropper
+        self.cache = cache
+        self.source = source
+        self.mirror = mirror
+        self.plan = plan
+        self.rng = np.random.default_rng(seed)
+
+    def next_loaders(self) -> list:
+        out = []
+        for pool, n in self.plan:
+            for _ in range(n):
+                w = pool[int(self.rng.integers(len(pool)))]
+                flip = bool(self.mirror and self.rng.integers(2))
+                path = self.windows.images[w.image][0]
+                where = f"window on line {w.line} of '{self.source}'"
+                out.append(functools.partial(_load_window, self.cropper, path,
+                                             self.cache.get(path), w, flip, where))
+        return out
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: object) -> None:
+        (rng,) = fields(state, ("rng",), "the window sampler's state")
+        set_rng_state(self.rng, rng, "the window sampler's random state")
 
 
 @register_layer("WindowData")
@@ -79,28 +115,12 @@ class WindowData(PrefetchingDataLayer):
                                 transform.mean, transform.mean_values, channels)
         top[0].reshape(batch_size, channels, crop, crop)
         top[1].reshape(batch_size)
-        rng = np.random.default_rng(new_seed())
-        mirror = transform.mirror
+        sampler = WindowSampler(windows, cropper, cache, p.source, transform.mirror,
+                                ((windows.background, batch_size - num_fg),
+                                 (windows.foreground, num_fg)), new_seed())
         identity = DataTransformer(caffe_pb2.TransformationParameter(), self.phase, who)
         batcher = Batcher(identity, new_seed(), decode_workers(True), pin_batches())
-        plan = ((windows.background, batch_size - num_fg), (windows.foreground, num_fg))
-
-        def loaders():
-            out = []
-            for pool, n in plan:
-                for _ in range(n):
-                    w = pool[int(rng.integers(len(pool)))]
-                    flip = bool(mirror and rng.integers(2))
-                    path = windows.images[w.image][0]
-                    where = f"window on line {w.line} of '{p.source}'"
-                    out.append(functools.partial(_load_window, cropper, path, cache.get(path),
-                                                 w, flip, where))
-            return out
-
-        def produce():
-            return batcher.make(loaders())
-
-        self.start_prefetch(produce, self.layer_param.data_param.prefetch, batcher.close)
+        self.start_prefetch(sampler, batcher, self.layer_param.data_param.prefetch)
 
     def _check_mean(self, transform: DataTransformer, channels: int, crop: int) -> None:
         mean = transform.mean

@@ -22,6 +22,7 @@ class Bias(Layer):
     min_bottom_blobs = 1
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
+    allows_in_place = True
 
     def setup(self, bottom, top):
         p = self.layer_param.bias_param

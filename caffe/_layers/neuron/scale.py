@@ -31,6 +31,7 @@ class Scale(Layer):
     min_bottom_blobs = 1
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
+    allows_in_place = True
 
     def setup(self, bottom, top):
         p = self.layer_param.scale_param

@@ -27,6 +27,7 @@ def softmax_view(shape: Sequence[int], axis: int) -> tuple[int, ...]:
 class Softmax(Layer):
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
+    allows_in_place = True
 
     def setup(self, bottom, top):
         self.axis = bottom[0].canonical_axis(self.layer_param.softmax_param.axis)
