@@ -70,8 +70,17 @@ class BatchNorm(Layer):
             mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(x.dtype) for b in self.blobs)
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
             mean, var = mean_sum * inv, var_sum * inv
-            y = F.batch_norm(x3, mean, var, None, None, False, 0.0, self.eps)
             self.invstd = var.add(self.eps).rsqrt_()
+            if top[0] is bottom[0]:
+                # in place, with the x * invstd - mean * invstd that F.batch_norm computes
+                shape = (1, self.channels, 1)
+                torch.addcmul((-mean * self.invstd).view(shape), x3, self.invstd.view(shape),
+                              out=x3)
+                if x3.data_ptr() == x.data_ptr():
+                    return
+                y = x3
+            else:
+                y = F.batch_norm(x3, mean, var, None, None, False, 0.0, self.eps)
         else:
             self.x3 = x3
             y = self._batch_forward(x3)
