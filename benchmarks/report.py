@@ -170,7 +170,9 @@ def markdown(results: dict) -> str:
     out += ["", "## Method", "", results["method"], "",
             f"Settings: threads {cfg['threads']}, repeats {cfg['repeats']} "
             f"({cfg['heavy_repeats']} for the heavy nets), warm-up {cfg['warmup']} "
-            f"({cfg['heavy_warmup']}), samples of >= {cfg['sample_s']} s.", "",
+            f"({cfg['heavy_warmup']}), samples of >= {cfg['sample_s']} s.", ""]
+    timed = any(r.get("timings") for r in results["cases"])
+    out += ["## Time", "", "No timing in this run (`run --memory-only`)."] if not timed else [
             "## Time", "",
             "Wall-clock medians in ms. `CPU ratio` is the same ratio of medians in process "
             "CPU time (all threads of the process), which other processes' load inflates far "
