@@ -8,7 +8,9 @@ factor = f * factor + 1, with f = moving_average_fraction. With global statistic
 default) mean = mean_sum / factor and var = var_sum / factor (0 when factor is 0).
 
 bottom and top: (N, C, ...) or (N,); blobs: mean_sum (C,), var_sum (C,), factor (1,). The blobs
-get no gradient."""
+get no gradient. In place, global statistics are applied in the blob's memory; batch statistics
+give the blob a new tensor and keep the old one (the input) for backward, one buffer as Caffe's
+x_norm."""
 
 from __future__ import annotations
 
