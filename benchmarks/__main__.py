@@ -1,6 +1,7 @@
 """``python -m benchmarks COMMAND``: the neocaffe benchmark suite.
 
     python -m benchmarks run [--quick] [--device cpu|cuda] [--threads 1,2] [--only NETS]
+    python -m benchmarks run --memory-only [--only NETS]
     python -m benchmarks memory [--net resnet50 --batch 8 --mode solver]
     python -m benchmarks profile --net resnet50 --batch 8 --mode fwdbwd
     python -m benchmarks executor [--layers 100 --threads 1]
@@ -34,6 +35,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = suite.Settings(threads=_threads(args.threads), device=args.device,
                               memory=not args.no_memory, opencv=not args.no_opencv,
                               cuda_graph=args.cuda_graph)
+    if args.memory_only:
+        settings.timing = settings.opencv = False
+        settings.memory = True
+        args.no_caffe_time = args.no_executor = True
     if args.quick:
         settings.repeats, settings.heavy_repeats = 5, 3
         settings.warmup, settings.heavy_warmup = 1, 0
@@ -43,12 +48,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sample_s is not None:
         settings.sample_s = args.sample_s
     cases = suite.select(suite.default_cases(), args.only)
+    if args.memory_only:
+        cases = [c for c in cases if c.mode != "fwdbwd"]
     if args.batch:
         cases = list(dict.fromkeys(suite.Case(c.net, args.batch, c.mode) for c in cases))
     if not cases:
         print(f"no case matches --only {args.only!r}", file=sys.stderr)
         return 2
-    tag = args.tag or f"{args.device}-{'quick' if args.quick else 'full'}"
+    kind = "memory" if args.memory_only else "quick" if args.quick else "full"
+    tag = args.tag or f"{args.device}-{kind}"
     results: dict = {
         "tag": tag, "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -111,12 +119,17 @@ def cmd_memory(args: argparse.Namespace) -> int:
     print(f"{args.net} b{args.batch} {args.mode}: peak neocaffe "
           f"{mem['neocaffe_bytes'] / 2**20:.1f} MiB, twin {mem['twin_bytes'] / 2**20:.1f} MiB "
           f"(ratio {mem['ratio']:.2f})")
-    print("bytes neocaffe holds after the call, by blob class:")
-    for cls, v in mem["neocaffe_held_by_class"].items():
-        print(f"  {cls:40s} {v['bytes'] / 2**20:10.2f} MiB in {v['storages']} storages")
+    print("bytes neocaffe holds by blob class (MiB): built, before the first call / after "
+          "the measured call")
+    before, after = mem["neocaffe_held_before_by_class"], mem["neocaffe_held_by_class"]
+    for cls in dict.fromkeys([*before, *after]):
+        b, a = before.get(cls, {}), after.get(cls, {})
+        print(f"  {cls:40s} {b.get('bytes', 0) / 2**20:10.2f} / {a.get('bytes', 0) / 2**20:10.2f}"
+              f"   ({b.get('storages', 0)} / {a.get('storages', 0)} storages)")
     for m in mem["in_place_moved"]:
+        kept = ", keeping the old one for its backward" if m.get("kept_for_backward") else ""
         print(f"  in-place layer {m['layer']} ({m['type']}) allocates a new top "
-              f"({m['bytes'] / 2**20:.2f} MiB) every forward")
+              f"({m['bytes'] / 2**20:.2f} MiB) every forward{kept}")
     return 0
 
 
@@ -177,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cuda-graph", action="store_true",
                      help="neocaffe replays its passes as CUDA graphs (Net.use_cuda_graph)")
     run.add_argument("--no-memory", action="store_true")
+    run.add_argument("--memory-only", action="store_true",
+                     help="check and measure peak memory only (no timing; forward, batch-1 and "
+                          "solver cases) -> results/DEVICE-memory.{md,json}")
     run.add_argument("--no-opencv", action="store_true")
     run.add_argument("--no-caffe-time", action="store_true")
     run.add_argument("--no-executor", action="store_true")

@@ -130,7 +130,9 @@ def held_by_class(net, solver=None) -> OrderedDict[str, dict]:
 
 def in_place_report(net) -> list[dict]:
     """Layers whose prototxt asks for in-place computation (top == bottom) but whose forward
-    replaced the blob's storage, so each pass allocates a new full-size tensor for them.
+    replaced the blob's storage, so each pass allocates a new full-size tensor for them
+    (``kept_for_backward``: the layer keeps the old storage, its input, for its backward, so
+    the pass holds no more than writing in place plus a saved copy would).
     Runs one forward with callbacks attached: give it a net you will throw away."""
     moved: list[dict] = []
     ptrs: dict[int, int] = {}
@@ -148,8 +150,11 @@ def in_place_report(net) -> list[dict]:
 
     def after(i: int) -> None:
         if i in in_place and storage(i) != ptrs[i]:
+            kept = any(t.untyped_storage().data_ptr() == ptrs[i]
+                       for t in _tensors_in(list(vars(net.layers[i]).values())))
             moved.append({"layer": names[i], "type": net.layers[i].type,
-                          "bytes": net.blobs[tops[names[i]][0]].tensor.nbytes})
+                          "bytes": net.blobs[tops[names[i]][0]].tensor.nbytes,
+                          "kept_for_backward": kept})
 
     net.before_forward(before)
     net.after_forward(after)

@@ -155,6 +155,22 @@ def _mib(b: float) -> str:
     return f"{b / 2**20:.1f}"
 
 
+def _held_columns(held: dict | None) -> list[str] | None:
+    """MiB per blob-class column of the memory table (input, blob data, blob diff, param data,
+    param diff, solver history, layer buffers, total) from a ``held_by_class`` record."""
+    if held is None:
+        return None
+
+    def get(k: str) -> float:
+        return held.get(k, {}).get("bytes", 0)
+
+    buffers = sum(v["bytes"] for k, v in held.items() if k.startswith("layer buffers"))
+    total = sum(v["bytes"] for v in held.values())
+    return [_mib(x) for x in (get("input data") + get("input diff"), get("blob data"),
+                              get("blob diff"), get("param data"), get("param diff"),
+                              get("solver history"), buffers, total)]
+
+
 def markdown(results: dict) -> str:
     """The results as a Markdown document."""
     m = results["machine"]
@@ -180,7 +196,9 @@ def markdown(results: dict) -> str:
     out += ["", "## Method", "", results["method"], "",
             f"Settings: threads {cfg['threads']}, repeats {cfg['repeats']} "
             f"({cfg['heavy_repeats']} for the heavy nets), warm-up {cfg['warmup']} "
-            f"({cfg['heavy_warmup']}), samples of >= {cfg['sample_s']} s.", "",
+            f"({cfg['heavy_warmup']}), samples of >= {cfg['sample_s']} s.", ""]
+    timed = any(r.get("timings") for r in results["cases"])
+    out += ["## Time", "", "No timing in this run (`run --memory-only`)."] if not timed else [
             "## Time", "",
             "Wall-clock medians in ms. `CPU ratio` is the same ratio of medians in process "
             "CPU time (all threads of the process), which other processes' load inflates far "
@@ -216,32 +234,31 @@ def markdown(results: dict) -> str:
             out.append(f"| {r['net']} | {r['batch']} | {r['mode']} | "
                        f"{_mib(mm['neocaffe_bytes'])} | {_mib(mm['twin_bytes'])} | "
                        f"{mm['ratio']:.2f} | {tgt if tgt else '-'} | {_ok(mm['ratio'], tgt)} |")
-        out += ["", "### Bytes neocaffe holds after the measured call, by blob class (MiB)", "",
+        out += ["", "### Bytes neocaffe holds by blob class (MiB), built / after the measured call",
+                "",
                 "Each storage counted once, in the first class that reaches it; "
                 "`layer buffers` are tensors layers keep between passes (by layer type in "
-                "the JSON). `in place, moved` counts in-place layers whose forward replaced "
-                "the blob's storage (a new full-size tensor every pass).", "",
+                "the JSON). Each cell: when the side is built, before its first call / after "
+                "the measured (second) call. `in place, moved` counts in-place layers whose "
+                "forward replaced the blob's storage (a new full-size tensor every pass; `kept`: "
+                "the layer keeps the old storage as its saved input for backward).", "",
                 "| net | batch | mode | input | blob data | blob diff | param data | "
                 "param diff | solver history | layer buffers | total | peak | in place, moved |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mem:
-            held = r["memory"]["neocaffe_held_by_class"]
-
-            def get(k: str, held=held) -> float:
-                return held.get(k, {}).get("bytes", 0)
-
-            buffers = sum(v["bytes"] for k, v in held.items() if k.startswith("layer buffers"))
-            total = sum(v["bytes"] for v in held.values())
+            before = _held_columns(r["memory"].get("neocaffe_held_before_by_class"))
+            cols = _held_columns(r["memory"]["neocaffe_held_by_class"])
+            if before is not None:
+                cols = [f"{b} / {a}" for b, a in zip(before, cols)]
             moved = r["memory"]["in_place_moved"]
-            moved_txt = (f"{len(moved)} ({', '.join(sorted({x['type'] for x in moved}))})"
-                         if moved else "0")
-            out.append(
-                f"| {r['net']} | {r['batch']} | {r['mode']} | "
-                f"{_mib(get('input data') + get('input diff'))} | {_mib(get('blob data'))} | "
-                f"{_mib(get('blob diff'))} | {_mib(get('param data'))} | "
-                f"{_mib(get('param diff'))} | {_mib(get('solver history'))} | "
-                f"{_mib(buffers)} | {_mib(total)} | {_mib(r['memory']['neocaffe_bytes'])} | "
-                f"{moved_txt} |")
+            kept = sum(bool(x.get("kept_for_backward")) for x in moved)
+            kinds = ", ".join(sorted({x["type"] for x in moved}))
+            moved_txt = "0"
+            if moved:
+                moved_txt = f"{len(moved)} ({kinds}; {kept} kept)" if kept else \
+                    f"{len(moved)} ({kinds})"
+            out.append(f"| {r['net']} | {r['batch']} | {r['mode']} | {' | '.join(cols)} | "
+                       f"{_mib(r['memory']['neocaffe_bytes'])} | {moved_txt} |")
     out += ["", "## Checks (neocaffe vs twin, and OpenCV vs neocaffe)", "",
             "Relative L2 errors. Where neocaffe and the twin differ by more than the tolerance "
             "(training through max pooling, whose argmax flips at float32 near-ties), both are "

@@ -105,14 +105,18 @@ class Device:
     def sync(self) -> Callable[[], None] | None:
         return torch.cuda.synchronize if self.name == "cuda" else None
 
-    def measure_peak(self, make: Callable[[], object], runs: int = 2) -> tuple[int, object]:
+    def measure_peak(self, make: Callable[[], object], runs: int = 2,
+                     built: Callable[[object], None] | None = None) -> tuple[int, object]:
         """Build with ``make()``, run it ``runs`` times, and return the peak bytes of live
-        tensors during the last run (everything ``make`` built counts) and the built side."""
+        tensors during the last run (everything ``make`` built counts) and the built side.
+        ``built(side)`` is called before the first run."""
         gc.collect()
+        built = built or (lambda side: None)
         if self.name == "cuda":
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             side = make()
+            built(side)
             for _ in range(runs - 1):
                 side.run()
             torch.cuda.synchronize()
@@ -122,6 +126,7 @@ class Device:
             return torch.cuda.max_memory_allocated() - base, side
         with LiveBytes() as live:
             side = make()
+            built(side)
             for _ in range(runs - 1):
                 side.run()
             live.reset_peak()
@@ -360,6 +365,8 @@ class Settings:
     sample_s: float = 0.2
     max_inner: int = 50
     memory: bool = True
+    #: False: check and measure memory only (``run --memory-only``)
+    timing: bool = True
     opencv: bool = True
     device: str = "cpu"
     #: neocaffe replays its passes as CUDA graphs (``Net.use_cuda_graph``; GPU only)
@@ -420,7 +427,7 @@ def run_case(case: Case, settings: Settings, log: Callable[[str], None] = print)
     repeats = settings.heavy_repeats if case.heavy else settings.repeats
     warmup = settings.heavy_warmup if case.heavy else settings.warmup
     rec["timings"] = []
-    for n in settings.threads:
+    for n in settings.threads if settings.timing else ():
         torch.set_num_threads(n)
         if ocv is not None:
             import cv2
@@ -456,8 +463,10 @@ def run_case(case: Case, settings: Settings, log: Callable[[str], None] = print)
     del cside, tside, ocv, fns
     if settings.memory and case.mode != "fwdbwd":
         torch.set_num_threads(max(settings.threads))
+        before: dict = {}
         peak_c, side = device.measure_peak(
-            lambda: CaffeSide(case, param, ref, inputs, settings.cuda_graph))
+            lambda: CaffeSide(case, param, ref, inputs, settings.cuda_graph),
+            built=lambda s: before.update(held_by_class(s.net, s.solver)))
         held = held_by_class(side.net, side.solver)
         moved = in_place_report(side.net)
         del side
@@ -468,6 +477,7 @@ def run_case(case: Case, settings: Settings, log: Callable[[str], None] = print)
                          "ratio": peak_c / peak_t if peak_t else math.inf,
                          "target": MEMORY_TARGET if case.mode == "solver" else None,
                          "neocaffe_held_by_class": held,
+                         "neocaffe_held_before_by_class": before,
                          "in_place_moved": moved}
         log(f"[{case.label}] peak memory: neocaffe {peak_c / 2**20:.1f} MiB, twin "
             f"{peak_t / 2**20:.1f} MiB, ratio {rec['memory']['ratio']:.2f}")

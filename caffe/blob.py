@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from caffe._common import STATE
+from caffe._common import LOG, STATE
 from caffe.errors import ShapeMismatchError
 
 # host-mirror states (only used when the tensors live on a CUDA device)
@@ -35,6 +35,29 @@ class _Transfers:
 TRANSFERS = _Transfers()
 
 
+class _ReleasedDiffs:
+    """Bookkeeping for diffs a training pass released (``Net.forward_backward(release_diffs=
+    True)``, which ``Solver.step`` uses): ``active`` while such a pass runs (layers may then
+    read a released diff as zeros silently), ``warned`` once a user has been told."""
+
+    active = False
+    warned = False
+
+
+RELEASED = _ReleasedDiffs()
+
+
+def _warn_released_read(blob: Blob) -> None:
+    if RELEASED.active or RELEASED.warned:
+        return
+    RELEASED.warned = True
+    LOG.warning(
+        "Reading the diff of a blob of shape %s that a training step released: it reads as "
+        "zeros. Solver.step frees the diffs of intermediate blobs once backward is done with "
+        "them; set solver.keep_blob_diffs = True to keep them (Caffe's behaviour).",
+        blob.shape)
+
+
 def _as_shape(args: tuple) -> tuple[int, ...]:
     if len(args) == 1 and isinstance(args[0], Iterable) and not isinstance(args[0], (str, bytes)):
         args = tuple(args[0])
@@ -52,7 +75,8 @@ class Blob:
     ``tensor``/``diff_tensor`` (torch). The diff is allocated (as zeros) on first use.
     """
 
-    __slots__ = ("_t", "_g", "_hd", "_hg", "_hd_state", "_hg_state", "_dtype", "__weakref__")
+    __slots__ = ("_t", "_g", "_hd", "_hg", "_hd_state", "_hg_state", "_dtype", "_released",
+                 "__weakref__")
 
     def __init__(self, *shape, dtype: torch.dtype = torch.float32,
                  device: torch.device | None = None) -> None:
@@ -63,6 +87,7 @@ class Blob:
         self._hg: torch.Tensor | None = None
         self._hd_state = _HOST_STALE
         self._hg_state = _HOST_STALE
+        self._released = False
 
     # ------------------------------------------------------------------ shape
     @property
@@ -120,6 +145,7 @@ class Blob:
         else:
             self._t = torch.zeros(shape, dtype=t.dtype, device=t.device)
             self._g = None
+            self._released = False
         self._hd = self._hg = None
         self._hd_state = self._hg_state = _HOST_STALE
 
@@ -140,6 +166,8 @@ class Blob:
             TRANSFERS.host_to_device += self._hg.nbytes
             self._hg_state = _HOST_STALE
         elif self._g is None:
+            if self._released:
+                _warn_released_read(self)
             self._g = torch.zeros_like(self._t)
         return self._g
 
@@ -179,15 +207,17 @@ class Blob:
         self._g = value
         self._hg_state = _HOST_STALE
 
-    def release_diff(self) -> None:
-        """Drop the diff's memory; it reads as zeros (newly allocated) on next use."""
-        self._g = self._hg = None
-        self._hg_state = _HOST_STALE
-
     @property
     def has_diff(self) -> bool:
         """Whether a diff has been allocated (an unallocated diff reads as zeros)."""
         return self._g is not None
+
+    def release_diff(self) -> None:
+        """Drop the diff (it reads as zeros again, allocated on the next use). Training steps
+        call this for intermediate blobs once backward is done with their diffs."""
+        self._g = None
+        self._hg_state = _HOST_STALE
+        self._released = True
 
     # ------------------------------------------------------------------ NumPy access
     def _host(self, t: torch.Tensor, mirror: torch.Tensor | None, state: int):
@@ -256,6 +286,7 @@ class Blob:
                 f"cannot share diff: counts differ ({self.count} vs {other.count})")
         self._g = other.diff_tensor.view(self.shape)
         self._hg, self._hg_state = None, _HOST_STALE
+        self._released = False
 
     def __repr__(self) -> str:
         return f"<caffe.Blob shape={self.shape} dtype={str(self._t.dtype)[6:]}>"

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from caffe._common import LOG, STATE
-from caffe.blob import Blob
+from caffe.blob import _HOST_HEAD, RELEASED, Blob
 
 #: relative tolerance of the replay-vs-eager check (float32 noise of reordered reductions)
 RTOL = 1e-4
@@ -48,8 +48,9 @@ def _safe(layer) -> bool:
 class _Graph:
     """One captured body pass (``kind`` "forward" or "forward_backward")."""
 
-    def __init__(self, net, start: int, kind: str) -> None:
+    def __init__(self, net, start: int, kind: str, release_diffs: bool = False) -> None:
         self.net, self.start, self.kind = net, start, kind
+        self.release_diffs = release_diffs
         layers = range(start, len(net._layers))
         self.blobs: list[Blob] = []
         seen: set[int] = set()
@@ -61,10 +62,12 @@ class _Graph:
                     self.blobs.append(b)
         # tensors the body reads from outside: bottoms not produced earlier in the body, all
         # layer blobs (params, statistics); for backward also the diffs it does not produce
+        # (the tops of bottom-less layers such as Input are filled by the user: inputs too)
         produced: set[int] = set()
         data_in: list[Blob] = []
         for li in layers:
-            for b in net._bottom_vecs[li]:
+            sources = net._bottom_vecs[li] or net._top_vecs[li]
+            for b in sources:
                 if id(b) not in produced and all(b is not x for x in data_in):
                     data_in.append(b)
             produced.update(id(t) for t in net._top_vecs[li])
@@ -88,7 +91,11 @@ class _Graph:
         net = self.net
         net._forward(self.start, compute_loss=False)
         if self.kind == "forward_backward":
-            net._backward(None, self.start)
+            RELEASED.active = self.release_diffs  # layers may read released diffs silently
+            try:
+                net._backward(None, self.start, release_diffs=self.release_diffs)
+            finally:
+                RELEASED.active = False
 
     def capture(self) -> None:
         ins = [(b, False, b.tensor) for b in self.data_in]
@@ -108,6 +115,11 @@ class _Graph:
 
     def replay(self) -> bool:
         """Replay; False (nothing run) when an input changed shape."""
+        for blob in self.blobs:  # NumPy writes not yet copied to the device (host mirrors)
+            if blob._hd_state == _HOST_HEAD:
+                blob._device_data()
+            if blob._hg_state == _HOST_HEAD:
+                blob._device_diff()
         for blob, is_diff, t in self.inputs:
             cur = blob.diff_tensor if is_diff else blob.tensor  # flushes NumPy writes
             if cur is not t:
@@ -123,7 +135,7 @@ class _Graph:
             blob.tensor = data
             if diff is not None:
                 blob.diff_tensor = diff
-            else:
+            elif self.release_diffs:
                 blob.release_diff()
         return True
 
@@ -204,9 +216,12 @@ class GraphRunner:
                 and not (net._before_forward or net._after_forward or net._before_backward
                          or net._after_backward or net.debug_info or net.check_nan))
 
-    def run(self, kind: str) -> float:
-        """One full call (``forward`` or ``forward_backward``); returns the loss."""
+    def run(self, kind: str, release_diffs: bool = False) -> float:
+        """One full call (``forward``, or ``forward_backward`` releasing intermediate diffs or
+        not); returns the loss."""
         net = self.net
+        if kind == "forward_backward" and release_diffs:
+            kind = "forward_backward/release"
         calls = self.calls.get(kind, 0) + 1
         self.calls[kind] = calls
         graph = self.graphs.get(kind)
@@ -227,16 +242,19 @@ class GraphRunner:
     def _eager(self, kind: str) -> float:
         if kind == "forward":
             return self.net._forward()
-        return self.net._forward_backward_eager()
+        return self.net._forward_backward_eager(kind.endswith("/release"))
+
+    def _graph(self, kind: str) -> _Graph:
+        base = "forward" if kind == "forward" else "forward_backward"
+        return _Graph(self.net, self.start, base, kind.endswith("/release"))
 
     def _run_body_eager(self, kind: str) -> float:
-        graph = _Graph(self.net, self.start, kind)
-        graph.run_eager()
+        self._graph(kind).run_eager()
         return self.net._loss()
 
     def _capture_and_check(self, kind: str) -> float:
         net = self.net
-        graph = _Graph(net, self.start, kind)
+        graph = self._graph(kind)
         saved = _State(graph)
         try:
             graph.capture()

@@ -139,7 +139,8 @@ class Layer:
                 f"Layer '{self.name}' ({self.type}) defines no backward(), and its last forward "
                 "recorded no autograd graph: compute the tops from blob.tensor with torch ops "
                 "(not from blob.data with NumPy), or write a backward(top, propagate_down, "
-                "bottom)"
+                "bottom). (A training step releases the graph after its backward: run forward "
+                "again, or set solver.keep_blob_diffs = True.)"
             )
         outputs, inputs = graph
         wanted = [(blob, leaf, is_param) for blob, leaf, is_param, i in inputs

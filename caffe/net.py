@@ -19,7 +19,7 @@ import torch
 
 from caffe import model_io
 from caffe._common import LOG, STATE
-from caffe.blob import Blob
+from caffe.blob import RELEASED, Blob
 from caffe.errors import (
     CaffeError,
     LayerSetupError,
@@ -534,6 +534,32 @@ class Net:
             else:
                 layer._record_bottoms = None
         self._blobs_dict = OrderedDict(zip(self._blob_names, self._blobs))
+        self._plan_diff_release()
+
+    def _plan_diff_release(self) -> None:
+        """Which diffs a releasing backward drops after each layer: the tops a layer produces
+        (not those it computes in place) are read by no backward after its own, since the
+        layers that write them (their consumers) and read-modify them (in-place layers) come
+        later in the net. Kept: net inputs and outputs, tops with a loss weight (their diff
+        holds the weight), and the tops of layers without bottoms (data layers: with
+        force_backward their diff is the gradient a user asked for). Autograd-backed layers
+        drop their recorded graph after their backward."""
+        keep = set(self._inputs) | set(self._outputs)
+        produced: set[int] = set()
+        plan: list[tuple[Blob, ...]] = []
+        for li, layer in enumerate(self._layers):
+            drop = []
+            for j, bid in enumerate(self._top_ids[li]):
+                if layer.loss(j):
+                    keep.add(bid)
+                if bid not in produced:
+                    produced.add(bid)
+                    if self._bottom_ids[li]:
+                        drop.append(bid)
+            plan.append(drop)
+        self._diff_release = [tuple(self._blobs[b] for b in drop if b not in keep)
+                              for drop in plan]
+        self._graph_release = [layer._record_bottoms is not None for layer in self._layers]
 
     # ------------------------------------------------------------------ device
     def _sync_device(self) -> None:
@@ -589,8 +615,10 @@ class Net:
                         loss += w * float(top.tensor.sum())
         return loss
 
-    def _backward(self, start: int | None = None, end: int = 0) -> None:
-        """Run layers ``start`` down to ``end`` (inclusive) backward."""
+    def _backward(self, start: int | None = None, end: int = 0,
+                  release_diffs: bool = False) -> None:
+        """Run layers ``start`` down to ``end`` (inclusive) backward; ``release_diffs`` drops
+        intermediate diffs as soon as no later backward reads them (see forward_backward)."""
         if start is None:
             start = len(self._layers) - 1
         self._sync_device()
@@ -599,6 +627,9 @@ class Net:
         before, after = self._before_backward, self._after_backward
         li = start
         inspect = self.debug_info or self.check_nan
+        if release_diffs and not (before or after or inspect):
+            self._backward_releasing(start, end)
+            return
         try:
             with torch.no_grad():
                 for li in range(start, end - 1, -1):
@@ -610,6 +641,24 @@ class Net:
                             self._inspect_backward(li)
                     for cb in after:
                         cb(li)
+        except Exception as e:
+            _raise_from(layers[li], "backward", e)
+
+    def _backward_releasing(self, start: int, end: int) -> None:
+        """The backward loop of a releasing pass (no callbacks, no inspection)."""
+        layers, bottoms, tops = self._layers, self._bottom_vecs, self._top_vecs
+        need, bneed = self._layer_need_backward, self._bottom_need_backward
+        release, graphs = self._diff_release, self._graph_release
+        li = start
+        try:
+            with torch.no_grad():
+                for li in range(start, end - 1, -1):
+                    if need[li]:
+                        layers[li].backward(tops[li], bneed[li], bottoms[li])
+                        if graphs[li]:
+                            layers[li]._graph = None
+                    for blob in release[li]:
+                        blob.release_diff()
         except Exception as e:
             _raise_from(layers[li], "backward", e)
 
@@ -663,16 +712,32 @@ class Net:
     def forward_prefilled(self) -> float:
         return self._whole_forward()
 
-    def forward_backward(self) -> float:
-        """Forward then backward over the whole net; returns the loss."""
+    def forward_backward(self, release_diffs: bool = False) -> float:
+        """Forward then backward over the whole net; returns the loss.
+
+        ``release_diffs=True`` (what ``Solver.step`` does unless ``solver.keep_blob_diffs``)
+        frees the diff of every intermediate blob as soon as backward no longer needs it, and
+        the graphs of autograd-backed layers after their backward, so a training step holds
+        about as much as autograd would. Parameter diffs, and the diffs of net inputs,
+        outputs, loss tops and data-layer tops, stay; a released diff reads as zeros (with a
+        warning, once). Without callbacks, ``debug_info`` and ``check_nan`` only: with any of
+        them every diff stays, as in Caffe."""
         runner = self._graph_runner
         if runner is not None and runner.usable():
-            return runner.run("forward_backward")
-        return self._forward_backward_eager()
+            return runner.run("forward_backward", release_diffs)
+        return self._forward_backward_eager(release_diffs)
 
-    def _forward_backward_eager(self) -> float:
-        loss = self._forward()
-        self._backward()
+    def _forward_backward_eager(self, release_diffs: bool = False) -> float:
+        if not release_diffs:
+            loss = self._forward()
+            self._backward()
+            return loss
+        RELEASED.active = True
+        try:
+            loss = self._forward()
+            self._backward(release_diffs=True)
+        finally:
+            RELEASED.active = False
         return loss
 
     def _whole_forward(self) -> float:

@@ -121,6 +121,9 @@ class Solver:
     snapshots. Subclasses hold the parameter history and implement ``apply_update``."""
 
     type_name: ClassVar[str] = "Solver"
+    #: keep every blob diff through ``step`` as Caffe does (set True on a solver, or on the
+    #: class, to read intermediate diffs after a step); by default ``step`` frees them early
+    keep_blob_diffs: bool = False
 
     def __init__(self, solver, source: str | None = None,
                  allow_python_layers: bool = True) -> None:
@@ -306,7 +309,11 @@ class Solver:
         raise NotImplementedError(f"{type(self).__name__} defines no update rule")
 
     def step(self, iters: int) -> None:
-        """Run ``iters`` training iterations (Caffe's Solver::Step)."""
+        """Run ``iters`` training iterations (Caffe's Solver::Step).
+
+        Unless ``keep_blob_diffs`` is set, each backward frees the diffs of intermediate blobs
+        as soon as no later layer needs them (``Net.forward_backward(release_diffs=True)``):
+        after a step those diffs read as zeros, while parameter diffs and blob data stay."""
         p = self._param
         stop_iter = self.iter + int(iters)
         start_iter = self.iter
@@ -328,7 +335,7 @@ class Solver:
             self.net.debug_info = display and p.debug_info
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                loss += self.net.forward_backward(release_diffs=not self.keep_blob_diffs)
             loss /= p.iter_size
             self._update_smoothed_loss(loss, start_iter)
             if display:

@@ -84,6 +84,7 @@ def test_graph_inputs_are_what_the_body_reads_from_outside():
 
 
 def test_cpu_mode_ignores_the_request():
+    caffe.set_mode_cpu()
     losses = []
     for graphed in (False, True):
         caffe.set_random_seed(5)

@@ -8,7 +8,9 @@ factor = f * factor + 1, with f = moving_average_fraction. With global statistic
 default) mean = mean_sum / factor and var = var_sum / factor (0 when factor is 0).
 
 bottom and top: (N, C, ...) or (N,); blobs: mean_sum (C,), var_sum (C,), factor (1,). The blobs
-get no gradient."""
+get no gradient. In place, global statistics are applied in the blob's memory; batch statistics
+give the blob a new tensor and keep the old one (the input) for backward, one buffer as Caffe's
+x_norm."""
 
 from __future__ import annotations
 
@@ -71,8 +73,17 @@ class BatchNorm(Layer):
             mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(x.dtype) for b in self.blobs)
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
             mean, var = mean_sum * inv, var_sum * inv
-            y = F.batch_norm(x3, mean, var, None, None, False, 0.0, self.eps)
             self.invstd = var.add(self.eps).rsqrt_()
+            if top[0] is bottom[0]:
+                # in place, with the x * invstd - mean * invstd that F.batch_norm computes
+                shape = (1, self.channels, 1)
+                torch.addcmul((-mean * self.invstd).view(shape), x3, self.invstd.view(shape),
+                              out=x3)
+                if x3.data_ptr() == x.data_ptr():
+                    return
+                y = x3
+            else:
+                y = F.batch_norm(x3, mean, var, None, None, False, 0.0, self.eps)
         else:
             self.x3 = x3
             y = self._batch_forward(x3)

@@ -19,10 +19,14 @@ import math
 import torch
 
 from caffe._layers.base import LossLayer
-from caffe._layers.loss.labels import LOG_THRESHOLD, int_labels, refuse_backward
+from caffe._layers.loss.labels import (
+    LOG_THRESHOLD,
+    int_labels,
+    labels_checked_on,
+    refuse_backward,
+)
 from caffe._layers.loss.softmax_with_loss import (
     check_label_range,
-    labels_checked_on,
     valid_labels,
     valid_normalizer,
 )

@@ -4,6 +4,7 @@ refusal to backpropagate into labels."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -21,8 +22,18 @@ def int_labels(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.long)
 
 
+def labels_checked_on(device: torch.device) -> bool:
+    """Whether to range-check labels on ``device``: always on the CPU; elsewhere the check
+    would wait for the device every forward (Caffe only has a debug-build check there), so only
+    when the environment variable CAFFE_CHECK_LABELS is 1."""
+    return device.type == "cpu" or os.environ.get("CAFFE_CHECK_LABELS") == "1"
+
+
 def check_labels(layer, labels: torch.Tensor, num_classes: int, ignore: int | None) -> None:
-    """Raise naming the layer if a (non-ignored) label lies outside [0, num_classes)."""
+    """Raise naming the layer if a (non-ignored) label lies outside [0, num_classes); on a GPU
+    only with CAFFE_CHECK_LABELS=1 (see ``labels_checked_on``)."""
+    if not labels_checked_on(labels.device):
+        return
     bad = (labels < 0) | (labels >= num_classes)
     if ignore is not None:
         bad &= labels != ignore

@@ -13,7 +13,6 @@ CAFFE_CHECK_LABELS=1 is set (the check would wait for the device every forward).
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -21,6 +20,7 @@ from caffe._layers.base import LossLayer, normalization_mode, normalizer
 from caffe._layers.loss.labels import (
     check_labels,
     int_labels,
+    labels_checked_on,
     refuse_backward,
     require_batch_axis,
 )
@@ -103,13 +103,6 @@ def check_label_range(layer, labels: torch.Tensor, num_classes: int,
         if int(lo) >= 0 and int(hi) < num_classes:
             return
     check_labels(layer, labels, num_classes, ignore)
-
-
-def labels_checked_on(device: torch.device) -> bool:
-    """Whether to range-check labels on ``device``: always on the CPU; elsewhere the check
-    would wait for the device every forward (Caffe only has a debug-build check there), so only
-    when the environment variable CAFFE_CHECK_LABELS is 1."""
-    return device.type == "cpu" or os.environ.get("CAFFE_CHECK_LABELS") == "1"
 
 
 def valid_labels(labels: torch.Tensor,
