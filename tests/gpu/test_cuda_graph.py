@@ -140,3 +140,20 @@ def test_graphed_forward_follows_new_inputs():
         expect = ref.forward(data=x, label=np.zeros(8))
         np.testing.assert_allclose(out["loss"], expect["loss"], rtol=1e-5)
     assert "forward" in net._graph_runner.graphs
+
+
+@cuda
+def test_batchnorm_global_stats_follow_weight_writes_on_the_gpu():
+    """BatchNorm keeps its derived statistics between passes on the GPU: a NumPy write to
+    its blobs (net surgery, copy_from) must still be seen."""
+    caffe.set_mode_gpu()
+    net = _net(INPUT + 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" '
+               'batch_norm_param { use_global_stats: true } }', caffe.TEST)
+    x = np.random.default_rng(2).standard_normal((8, 2, 7, 7)).astype(np.float32)
+    net.params["bn"][2].data[...] = 1
+    first = net.forward(data=x, label=np.zeros(8))["bn"].copy()
+    np.testing.assert_allclose(first, x / np.sqrt(1 + 1e-5), rtol=1e-5)
+    net.params["bn"][0].data[...] = [1, 2]
+    second = net.forward(data=x, label=np.zeros(8))["bn"]
+    expect = (x - np.array([1, 2], np.float32).reshape(1, 2, 1, 1)) / np.sqrt(1 + 1e-5)
+    np.testing.assert_allclose(second, expect, rtol=1e-5, atol=1e-6)
