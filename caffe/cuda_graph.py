@@ -216,9 +216,9 @@ class GraphRunner:
                 and not (net._before_forward or net._after_forward or net._before_backward
                          or net._after_backward or net.debug_info or net.check_nan))
 
-    def run(self, kind: str, release_diffs: bool = False) -> float:
+    def run(self, kind: str, release_diffs: bool = False) -> torch.Tensor | float:
         """One full call (``forward``, or ``forward_backward`` releasing intermediate diffs or
-        not); returns the loss."""
+        not); returns the loss (a device tensor or a float)."""
         net = self.net
         if kind == "forward_backward" and release_diffs:
             kind = "forward_backward/release"
@@ -231,7 +231,7 @@ class GraphRunner:
             if self.start:
                 net._forward(0, self.start - 1, compute_loss=False)
             if graph.replay():
-                return net._loss()
+                return net._loss_tensor()
             LOG.info("use_cuda_graph: an input of net %s changed shape; capturing again",
                      net.name)
             del self.graphs[kind]
@@ -239,7 +239,7 @@ class GraphRunner:
             return self._run_body_eager(kind)
         return self._capture_and_check(kind)
 
-    def _eager(self, kind: str) -> float:
+    def _eager(self, kind: str) -> torch.Tensor | float:
         if kind == "forward":
             return self.net._forward()
         return self.net._forward_backward_eager(kind.endswith("/release"))
@@ -248,9 +248,9 @@ class GraphRunner:
         base = "forward" if kind == "forward" else "forward_backward"
         return _Graph(self.net, self.start, base, kind.endswith("/release"))
 
-    def _run_body_eager(self, kind: str) -> float:
+    def _run_body_eager(self, kind: str) -> torch.Tensor | float:
         self._graph(kind).run_eager()
-        return self.net._loss()
+        return self.net._loss_tensor()
 
     def _capture_and_check(self, kind: str) -> float:
         net = self.net

@@ -605,14 +605,19 @@ class Net:
 
     def _loss(self, start: int = 0, end: int | None = None) -> float:
         """The weighted sum of the loss tops of layers ``start..end``."""
+        return float(self._loss_tensor(start, end))
+
+    def _loss_tensor(self, start: int = 0, end: int | None = None) -> torch.Tensor | float:
+        """The same sum as a float64 tensor on the device (no wait for it), in the order and
+        precision of ``_loss``; 0.0 when no loss layer is in range."""
         if end is None:
             end = len(self._layers) - 1
-        loss = 0.0
+        loss: torch.Tensor | float = 0.0
         for li in self._loss_layers:
             if start <= li <= end:
                 for w, top in zip(self._layers[li].loss_weights, self._top_vecs[li]):
                     if w:
-                        loss += w * float(top.tensor.sum())
+                        loss = loss + w * top.tensor.sum().double()
         return loss
 
     def _backward(self, start: int | None = None, end: int = 0,
@@ -722,20 +727,22 @@ class Net:
         outputs, loss tops and data-layer tops, stay; a released diff reads as zeros (with a
         warning, once). Without callbacks, ``debug_info`` and ``check_nan`` only: with any of
         them every diff stays, as in Caffe."""
+        return float(self._forward_backward_tensor(release_diffs))
+
+    def _forward_backward_tensor(self, release_diffs: bool = False) -> torch.Tensor | float:
+        """``forward_backward`` returning the loss as a device tensor: reading it (a wait for
+        the device) is left to the caller, after it has queued more work."""
         runner = self._graph_runner
         if runner is not None and runner.usable():
             return runner.run("forward_backward", release_diffs)
         return self._forward_backward_eager(release_diffs)
 
-    def _forward_backward_eager(self, release_diffs: bool = False) -> float:
-        if not release_diffs:
-            loss = self._forward()
-            self._backward()
-            return loss
-        RELEASED.active = True
+    def _forward_backward_eager(self, release_diffs: bool = False) -> torch.Tensor | float:
+        RELEASED.active = release_diffs
         try:
-            loss = self._forward()
-            self._backward(release_diffs=True)
+            self._forward(compute_loss=False)
+            loss = self._loss_tensor()
+            self._backward(release_diffs=release_diffs)
         finally:
             RELEASED.active = False
         return loss

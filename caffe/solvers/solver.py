@@ -335,9 +335,13 @@ class Solver:
             self.net.debug_info = display and p.debug_info
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward(release_diffs=not self.keep_blob_diffs)
-            loss /= p.iter_size
-            self._update_smoothed_loss(loss, start_iter)
+                loss = loss + self.net._forward_backward_tensor(
+                    release_diffs=not self.keep_blob_diffs)
+            # reading the loss waits for the device: unless the log or a callback needs it
+            # now, do it once the update is queued too
+            read_now = display or bool(self._callbacks)
+            if read_now:
+                self._update_smoothed_loss(float(loss) / p.iter_size, start_iter)
             if display:
                 lapse = time.perf_counter() - timer_start
                 speed = (self.iter - iter_last) / lapse if lapse > 0 else 0.0
@@ -350,6 +354,8 @@ class Solver:
                 if on_gradients_ready is not None:
                     on_gradients_ready()
             self.apply_update()
+            if not read_now:
+                self._update_smoothed_loss(float(loss) / p.iter_size, start_iter)
             self.iter += 1
             request = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request & SolverAction.SNAPSHOT:
