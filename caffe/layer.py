@@ -25,6 +25,19 @@ from caffe.errors import BlobCountError, LayerSetupError, PythonLayerError
 from caffe.proto import caffe_pb2
 
 
+class _Pass:
+    """What the net allows during the forward pass it is running: layers ``fold_from`` to
+    ``fold_to`` may fold into one another (a BatchNorm applying the in-place Scale after it):
+    the range is empty outside whole, uninspected passes (no callbacks, debug_info or NaN
+    check), where every intermediate value must be observable."""
+
+    fold_from = 1
+    fold_to = 0
+
+
+PASS = _Pass()
+
+
 class Phase(enum.IntEnum):
     """TRAIN or TEST; ``str(caffe.TRAIN) == 'TRAIN'`` and ``caffe.TRAIN == 0``."""
 

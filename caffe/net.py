@@ -29,7 +29,7 @@ from caffe.errors import (
     ShapeMismatchError,
     UnknownLayerTypeError,
 )
-from caffe.layer import Layer, Phase
+from caffe.layer import PASS, Layer, Phase
 from caffe.proto import caffe_pb2, files, upgrade
 from caffe.registry import layer_class
 
@@ -535,6 +535,22 @@ class Net:
                 layer._record_bottoms = None
         self._blobs_dict = OrderedDict(zip(self._blob_names, self._blobs))
         self._plan_diff_release()
+        self._plan_folding()
+
+    def _plan_folding(self) -> None:
+        """Let each BatchNorm with global statistics apply the per-channel Scale that follows
+        it in place (ResNet's BatchNorm + Scale pairs): one pass over the blob instead of two,
+        as PyTorch's affine batch norm. Only where neither needs a backward; the blob holds
+        the same value after the pair either way."""
+        layers, need = self._layers, self._layer_need_backward
+        for li in range(len(layers) - 1):
+            bn, sc = layers[li], layers[li + 1]
+            if (bn.type == "BatchNorm" and sc.type == "Scale" and bn.use_global_stats
+                    and not (need[li] or need[li + 1])
+                    and len(self._bottom_vecs[li + 1]) == 1
+                    and self._bottom_vecs[li + 1][0] is self._top_vecs[li][0]
+                    and self._top_vecs[li + 1][0] is self._top_vecs[li][0]):
+                bn.fold_scale(sc, li)
 
     def _plan_diff_release(self) -> None:
         """Which diffs a releasing backward drops after each layer: the tops a layer produces
@@ -585,6 +601,8 @@ class Net:
         li = start
         stage = "reshape"
         inspect = self.debug_info or self.check_nan
+        if not (inspect or before or after):
+            PASS.fold_from, PASS.fold_to = start, end
         try:
             with torch.no_grad():
                 for li in range(start, end + 1):
@@ -601,6 +619,8 @@ class Net:
                         self._inspect_forward(li)
         except Exception as e:
             _raise_from(layers[li], stage, e)
+        finally:
+            PASS.fold_from, PASS.fold_to = 1, 0
         return self._loss(start, end) if compute_loss else 0.0
 
     def _loss(self, start: int = 0, end: int | None = None) -> float:

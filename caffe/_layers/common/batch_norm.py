@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from caffe.errors import LayerSetupError
-from caffe.layer import Layer, Phase
+from caffe.layer import PASS, Layer, Phase
 from caffe.registry import register_layer
 
 _bn_backward = torch.ops.aten.native_batch_norm_backward
@@ -58,6 +58,8 @@ class BatchNorm(Layer):
                 self.blobs.add_blob(*shp)
         self._stats_key: tuple = ()
         self._stats: tuple[torch.Tensor, ...] = ()
+        self._fold: Layer | None = None
+        self._fold_index = -1
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -72,11 +74,18 @@ class BatchNorm(Layer):
         x = bottom[0].tensor
         x3 = x.reshape(x.shape[0], self.channels, -1)
         if self.use_global_stats:
-            mean, var, self.invstd, shift = self._global_stats(x.dtype)
-            if top[0] is bottom[0]:
-                # in place, with the x * invstd - mean * invstd that F.batch_norm computes
+            folded = (self._fold is not None
+                      and PASS.fold_from <= self._fold_index < PASS.fold_to)
+            mean, var, self.invstd, shift, mul, add = self._global_stats(x.dtype, folded)
+            if folded or top[0] is bottom[0]:
+                # x * invstd - mean * invstd as F.batch_norm computes it; folded, the Scale's
+                # s and b ride along: x * (invstd s) + (shift s + b)
                 shape = (1, self.channels, 1)
-                torch.addcmul(shift.view(shape), x3, self.invstd.view(shape), out=x3)
+                if top[0] is not bottom[0]:
+                    top[0].tensor = torch.addcmul(add.view(shape), x3, mul.view(shape)).view(
+                        x.shape)
+                    return
+                torch.addcmul(add.view(shape), x3, mul.view(shape), out=x3)
                 if x3.data_ptr() == x.data_ptr():
                     return
                 y = x3
@@ -87,21 +96,36 @@ class BatchNorm(Layer):
             y = self._batch_forward(x3)
         top[0].tensor = y.view(x.shape)
 
-    def _global_stats(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    def fold_scale(self, scale: Layer, index: int) -> None:
+        """Apply ``scale`` (the per-channel, single-bottom Scale right after this layer, at
+        net index ``index + 1``, in place on this layer's top) within this layer's forward
+        during whole passes (``caffe.layer.PASS``); the Scale then does nothing."""
+        p = scale.layer_param.scale_param
+        per_channel = [(self.channels,)] * len(scale.blobs)
+        if p.axis == 1 and p.num_axes == 1 and [b.shape for b in scale.blobs] == per_channel:
+            self._fold, self._fold_index = scale, index
+            scale.folded_at = index
+
+    def _global_stats(self, dtype: torch.dtype, folded: bool) -> tuple[torch.Tensor, ...]:
         """(mean, var, 1/sqrt(var + eps), -mean/sqrt(var + eps)) from the stored sums. On a GPU
         they are kept until a blob changes (its storage or torch's in-place version counter,
         which every write there goes through), so a TEST net launches one kernel per
         BatchNorm, not eight; on the CPU NumPy writes bypass that counter, and the few
         C-sized operations cost little, so they are recomputed every pass."""
-        first = self.blobs[0].tensor
-        key = (() if first.device.type == "cpu" else
-               tuple((b.tensor.data_ptr(), b.tensor._version) for b in self.blobs) + (dtype,))
+        blobs = list(self.blobs) + (list(self._fold.blobs) if folded else [])
+        key = (() if blobs[0].tensor.device.type == "cpu" else
+               tuple((b.tensor.data_ptr(), b.tensor._version) for b in blobs) + (dtype, folded))
         if not key or key != self._stats_key:
             mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(dtype) for b in self.blobs)
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
             mean, var = mean_sum * inv, var_sum * inv
             invstd = var.add(self.eps).rsqrt_()
-            self._stats = (mean, var, invstd, -mean * invstd)
+            shift = -mean * invstd
+            mul, add = invstd, shift
+            if folded:
+                s, *b = (blob.tensor.to(dtype) for blob in self._fold.blobs)
+                mul, add = invstd * s, torch.addcmul(b[0], shift, s) if b else shift * s
+            self._stats = (mean, var, invstd, shift, mul, add)
             self._stats_key = key
         return self._stats
 

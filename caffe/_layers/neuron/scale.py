@@ -21,7 +21,7 @@ import torch
 
 from caffe._layers.neuron._operand import keep_copy, learned_shape, span
 from caffe.fillers import fill
-from caffe.layer import Layer
+from caffe.layer import PASS, Layer
 from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
 
@@ -48,6 +48,8 @@ class Scale(Layer):
             fill(self.blobs[-1], p.bias_filler)
         self._span_key = None
         self._saved: torch.Tensor | None = None
+        #: net index of the BatchNorm that applies this layer for it (``BatchNorm.fold_scale``)
+        self.folded_at: int | None = None
 
     def _scale_blob(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
@@ -65,6 +67,8 @@ class Scale(Layer):
             top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
+        if self.folded_at is not None and PASS.fold_from <= self.folded_at < PASS.fold_to:
+            return  # the BatchNorm before it has applied it
         x = bottom[0].tensor
         s = self.span.expand(self._scale_blob(bottom).tensor)
         in_place = top[0] is bottom[0]
