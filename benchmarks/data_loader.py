@@ -61,6 +61,7 @@ class Options:
     repeats: int = 10
     inner: int = 4
     warmup: int = 3
+    gpu: bool = False  # run the nets on CUDA (batches staged on the device by the loader)
 
 
 QUICK = {"images": 256, "loader_batches": 8, "repeats": 6, "inner": 3, "warmup": 2}
@@ -187,8 +188,9 @@ class LoaderIdle:
     before a sample it waits until the Data layer's prefetch queue is full, so the loader's
     refill after a Data sample is not charged to the next in-memory sample."""
 
-    def __init__(self, layer, timeout: float = 30.0) -> None:
-        self.queue = layer.prefetcher._queue  # no public "is idle" on Prefetcher
+    def __init__(self, layer, timeout: float = 30.0, cuda: bool = False) -> None:
+        self.prefetcher = layer.prefetcher
+        self.cuda = cuda
         self.timeout = timeout
         self.calls = 0
         self.waited = 0.0
@@ -196,11 +198,13 @@ class LoaderIdle:
     def __call__(self) -> None:
         self.calls += 1
         if self.calls % 2 == 0:  # the end of a sample: read the clock at once
+            if self.cuda:
+                torch.cuda.synchronize()
             return
         t0 = time.perf_counter()
-        while not self.queue.full() and time.perf_counter() - t0 < self.timeout:
+        while not self.prefetcher.queue_full and time.perf_counter() - t0 < self.timeout:
             time.sleep(0.002)
-        # let the last decode thread finish after its put()
+        # let the decode thread finish the batch it starts after its put()
         time.sleep(0.01)
         self.waited += time.perf_counter() - t0
 
@@ -218,12 +222,17 @@ def training(train: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter,
         fed.step(1)  # the first batch: also the in-memory one
         for name in ("data", "label"):
             mem.net.blobs[name].data[...] = fed.net.blobs[name].data
-        idle = LoaderIdle(data_layer_obj)
+        idle = LoaderIdle(data_layer_obj, cuda=opts.gpu)
+        prefetcher = data_layer_obj.prefetcher
+        served0, waits0, wait_s0 = prefetcher.served, prefetcher.waits, prefetcher.wait_s
         cpu: dict[str, list[float]] = {}
         wall = interleaved_samples({"data_layer": lambda: fed.step(1),
                                     "in_memory": lambda: mem.step(1)},
                                    repeats=opts.repeats, inner=opts.inner, warmup=opts.warmup,
                                    sync=idle, cpu_samples=cpu)
+        data_waits = {"steps": prefetcher.served - served0,
+                      "waits": prefetcher.waits - waits0,
+                      "wait_s": prefetcher.wait_s - wait_s0}
         loss = {"data_layer": float(fed.net.blobs["loss"].data),
                 "in_memory": float(mem.net.blobs["loss"].data)}
     finally:
@@ -238,22 +247,26 @@ def training(train: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter,
     return {"sides": sides,
             "ratio_wall": sides["data_layer"]["step_s"] / sides["in_memory"]["step_s"],
             "ratio_cpu": sides["data_layer"]["cpu_step_s"] / sides["in_memory"]["cpu_step_s"],
-            "idle_wait_s": idle.waited}
+            "idle_wait_s": idle.waited, "data_waits": data_waits}
 
 
 # ---------------------------------------------------------------------------- running
 def run(opts: Options, log: Callable[[str], None] = print) -> dict:
     """Measure everything; returns the results (see :func:`write`)."""
-    machine = report.machine("cpu")
+    if opts.gpu:
+        caffe.set_mode_gpu()
+    machine = report.machine("cuda" if opts.gpu else "cpu")
     machine["nproc"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count()
     machine["torch_threads"] = torch.get_num_threads()
+    from caffe.data.prefetch import DEFAULT_NICE
     from caffe.data.prefetch import decode_workers as default_workers
 
     results: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                      "options": asdict(opts), "machine": machine, "solver": SOLVER_SETTINGS,
                      "target_step_ratio": STEP_TARGET,
-                     "default_train_workers": default_workers(True)}
+                     "default_train_workers": default_workers(True),
+                     "loader_nice": int(os.environ.get("CAFFE_DATA_NICE") or DEFAULT_NICE)}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         db, mean_file = make_db(folder, opts.images, opts.size)
@@ -272,6 +285,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict:
             f"({side['images_per_s']:,.1f} images/s), {side['cpu_step_s'] * 1e3:,.1f} ms CPU")
     log(f"step ratio Data / in-memory: wall {train['ratio_wall']:.3f}, "
         f"CPU {train['ratio_cpu']:.3f} (target <= {STEP_TARGET})")
+    log(waits_line(train["data_waits"]))
     train_rate = train["sides"]["in_memory"]["images_per_s"]
     results["verdict"] = {
         "loader_faster_than_training": {
@@ -284,17 +298,24 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict:
     return results
 
 
+def waits_line(w: dict) -> str:
+    return (f"the net waited on data in {w['waits']} of {w['steps']} Data-fed steps "
+            f"(warm-up included), {w['wait_s'] * 1e3:,.1f} ms in all")
+
+
 def markdown(results: dict) -> str:
     opts, m, train = results["options"], results["machine"], results["training"]
     net = "CaffeNet (benchmarks/nets/caffenet.prototxt, train variant)" \
         if opts["net"] == "caffenet" else opts["net"]
     lines = [
-        "# Data layer vs the training step it feeds (CPU)", "",
+        f"# Data layer vs the training step it feeds ({'GPU' if opts.get('gpu') else 'CPU'})",
+        "",
         f"Command: `{results.get('command', '')}` ({results['elapsed_s']:.0f} s). "
         f"Date: {results['date']}.", "",
         "## Machine", "",
         f"- CPU: {m['cpu']} (nproc {m['nproc']}, {m['logical_cpus']} logical CPUs; "
         f"{m['cpu_flags']}), memory {m['memory']}; {m['os']}",
+        *([f"- GPU: {m['gpu']}"] if m.get("gpu") else []),
         f"- Python {m['python']}, torch {m['torch']} ({m['torch_threads']} intra-op threads), "
         f"numpy {m['numpy']}",
         f"- Load average at start {[round(x, 2) for x in m['loadavg_start']]}, at end "
@@ -310,7 +331,8 @@ def markdown(results: dict) -> str:
         f"(lr {results['solver']['base_lr']:g}, momentum {results['solver']['momentum']:g}, "
         f"weight_decay {results['solver']['weight_decay']:g}); (a) fed by the Data layer "
         f"(decode workers: {opts['train_workers'] or results['default_train_workers']}, "
-        "prefetch 4), (b) data and label Inputs holding the Data layer's first batch. Same "
+        f"prefetch 4, loader threads at nice +{results.get('loader_nice', 0)}), (b) data "
+        "and label Inputs holding the Data layer's first batch. Same "
         "seeded weights. Timed interleaved (a b a b ...): "
         f"{opts['repeats']} samples of {opts['inner']} steps each after {opts['warmup']} "
         "warm-up steps; medians. Before each sample the benchmark waits until the prefetch "
@@ -339,7 +361,8 @@ def markdown(results: dict) -> str:
               f"wall {'met' if v['step_ratio_wall_ok'] else 'NOT met'}, CPU "
               f"{'met' if v['step_ratio_cpu_ok'] else 'NOT met'}).", "",
               f"Loader faster than training ({train['sides']['in_memory']['images_per_s']:,.1f}"
-              f" images/s): {faster}."]
+              f" images/s): {faster}.", "",
+              f"Waiting on data: {waits_line(train['data_waits'])}."]
     if results.get("note"):
         lines += ["", f"Note: {results['note']}"]
     return "\n".join(lines) + "\n"
@@ -365,11 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--inner", type=int)
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--gpu", action="store_true", help="run the nets on CUDA")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default="data_loader_cpu", help="results file name")
     args = parser.parse_args(argv)
     opts = Options(**(QUICK if args.quick else {}))
-    for key in ("images", "batch", "workers", "train_workers", "repeats", "inner"):
+    for key in ("images", "batch", "workers", "train_workers", "repeats", "inner", "gpu"):
         if getattr(args, key) is not None:
             setattr(opts, key, getattr(args, key))
     if args.threads:

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import torch
 
+from caffe._common import STATE
 from caffe.data import naming_layer
-from caffe.data.prefetch import Prefetcher, attach
+from caffe.data.prefetch import Prefetcher, attach, pin_batches
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
 
@@ -32,8 +33,10 @@ class PrefetchingDataLayer(Layer):
     def start_prefetch(self, produce: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                        depth: int, close: Callable[[], None] | None = None) -> None:
         """Run ``produce`` in the background, ``depth`` batches ahead. ``produce`` must not
-        refer to the layer (so that deleting the net stops the thread)."""
-        self.prefetcher = Prefetcher(produce, depth, self.name, close)
+        refer to the layer (so that deleting the net stops the thread). In GPU mode the
+        batches are copied to the device in the background too."""
+        device = STATE.device if pin_batches() else None
+        self.prefetcher = Prefetcher(produce, depth, self.name, close, device)
         attach(self, self.prefetcher)
 
     def close(self) -> None:
@@ -50,4 +53,5 @@ class PrefetchingDataLayer(Layer):
         for t, src in zip(top, (data, labels)):
             if t.shape != tuple(src.shape):
                 t.reshape(tuple(src.shape))
+            # the batch becomes the top's tensor (no copy when it is already on the device)
             t.tensor = src.to(device=t.tensor.device, dtype=t.tensor.dtype, non_blocking=True)
