@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import io
 import json
 import os
@@ -62,6 +63,7 @@ class Options:
     inner: int = 4
     warmup: int = 3
     gpu: bool = False  # run the nets on CUDA (batches staged on the device by the loader)
+    compare_nice: list[int] = field(default_factory=list)  # more Data-fed sides at these nice
 
 
 QUICK = {"images": 256, "loader_batches": 8, "repeats": 6, "inner": 3, "warmup": 2}
@@ -98,18 +100,23 @@ def data_layer(db: str, mean_file: str, batch: int, crop: int) -> caffe_pb2.Laye
 
 
 @contextlib.contextmanager
-def decode_workers(workers: int | None) -> Iterator[None]:
-    """Set ``CAFFE_DATA_WORKERS`` for the Data layers set up inside (None: leave it)."""
-    old = os.environ.get("CAFFE_DATA_WORKERS")
-    if workers is not None:
-        os.environ["CAFFE_DATA_WORKERS"] = str(workers)
+def environ(name: str, value: int | None) -> Iterator[None]:
+    """Set the environment variable ``name`` inside (None: leave it)."""
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = str(value)
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("CAFFE_DATA_WORKERS", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["CAFFE_DATA_WORKERS"] = old
+            os.environ[name] = old
+
+
+def decode_workers(workers: int | None) -> contextlib.AbstractContextManager[None]:
+    """Set ``CAFFE_DATA_WORKERS`` for the Data layers set up inside (None: leave it)."""
+    return environ("CAFFE_DATA_WORKERS", workers)
 
 
 # ---------------------------------------------------------------------------- 1. the loader
@@ -185,11 +192,11 @@ def sgd_solver(train: caffe_pb2.NetParameter):
 
 class LoaderIdle:
     """A ``sync`` hook for :func:`interleaved_samples` (called before and after each sample):
-    before a sample it waits until the Data layer's prefetch queue is full, so the loader's
-    refill after a Data sample is not charged to the next in-memory sample."""
+    before a sample it waits until the Data layers' prefetch queues are full, so a loader's
+    refill after its sample is not charged to the next sample."""
 
-    def __init__(self, layer, timeout: float = 30.0, cuda: bool = False) -> None:
-        self.prefetcher = layer.prefetcher
+    def __init__(self, prefetchers: list, timeout: float = 30.0, cuda: bool = False) -> None:
+        self.prefetchers = prefetchers
         self.cuda = cuda
         self.timeout = timeout
         self.calls = 0
@@ -202,7 +209,8 @@ class LoaderIdle:
                 torch.cuda.synchronize()
             return
         t0 = time.perf_counter()
-        while not self.prefetcher.queue_full and time.perf_counter() - t0 < self.timeout:
+        while (not all(p.queue_full for p in self.prefetchers)
+               and time.perf_counter() - t0 < self.timeout):
             time.sleep(0.002)
         # let the decode thread finish the batch it starts after its put()
         time.sleep(0.01)
@@ -211,32 +219,38 @@ class LoaderIdle:
 
 def training(train: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter,
              opts: Options) -> dict:
-    """Solver steps fed by ``layer`` vs by one batch already in memory, interleaved."""
-    with decode_workers(opts.train_workers):
-        fed = sgd_solver(fed_by(train, layer))
-    mem = sgd_solver(train)
-    for solver in (fed, mem):
+    """Solver steps fed by ``layer`` vs by one batch already in memory, interleaved. With
+    ``opts.compare_nice``, more Data-fed solvers whose loader threads run at those nice
+    values take part in the same interleaving."""
+    nices = {"data_layer": None, **{f"data_layer_nice{n}": n for n in opts.compare_nice}}
+    fed = {}
+    for name, nice in nices.items():
+        with decode_workers(opts.train_workers), environ("CAFFE_DATA_NICE", nice):
+            fed[name] = sgd_solver(fed_by(train, layer))
+    solvers = {**fed, "in_memory": sgd_solver(train)}
+    for solver in solvers.values():
         netdefs.init_weights(solver.net, seed=0)
-    data_layer_obj = fed.net.layers[0]
+    prefetchers = {name: solver.net.layers[0].prefetcher for name, solver in fed.items()}
     try:
-        fed.step(1)  # the first batch: also the in-memory one
-        for name in ("data", "label"):
-            mem.net.blobs[name].data[...] = fed.net.blobs[name].data
-        idle = LoaderIdle(data_layer_obj, cuda=opts.gpu)
-        prefetcher = data_layer_obj.prefetcher
-        served0, waits0, wait_s0 = prefetcher.served, prefetcher.waits, prefetcher.wait_s
+        for solver in fed.values():
+            solver.step(1)  # the first batch of "data_layer" is also the in-memory one
+        for blob in ("data", "label"):
+            solvers["in_memory"].net.blobs[blob].data[...] = fed["data_layer"].net.blobs[blob].data
+        idle = LoaderIdle(list(prefetchers.values()), cuda=opts.gpu)
+        before = {name: (p.served, p.waits, p.wait_s) for name, p in prefetchers.items()}
         cpu: dict[str, list[float]] = {}
-        wall = interleaved_samples({"data_layer": lambda: fed.step(1),
-                                    "in_memory": lambda: mem.step(1)},
+        wall = interleaved_samples({name: functools.partial(solver.step, 1)
+                                    for name, solver in solvers.items()},
                                    repeats=opts.repeats, inner=opts.inner, warmup=opts.warmup,
                                    sync=idle, cpu_samples=cpu)
-        data_waits = {"steps": prefetcher.served - served0,
-                      "waits": prefetcher.waits - waits0,
-                      "wait_s": prefetcher.wait_s - wait_s0}
-        loss = {"data_layer": float(fed.net.blobs["loss"].data),
-                "in_memory": float(mem.net.blobs["loss"].data)}
+        data_waits = {name: {"steps": p.served - before[name][0],
+                             "waits": p.waits - before[name][1],
+                             "wait_s": p.wait_s - before[name][2]}
+                      for name, p in prefetchers.items()}
+        loss = {name: float(solver.net.blobs["loss"].data) for name, solver in solvers.items()}
     finally:
-        data_layer_obj.close()
+        for solver in fed.values():
+            solver.net.layers[0].close()
     sides = {}
     for name in wall:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
@@ -244,10 +258,13 @@ def training(train: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter,
                        "spread": (max(wall[name]) - min(wall[name])) / w,
                        "wall_samples": wall[name], "cpu_samples": cpu[name],
                        "final_loss": loss[name]}
-    return {"sides": sides,
-            "ratio_wall": sides["data_layer"]["step_s"] / sides["in_memory"]["step_s"],
-            "ratio_cpu": sides["data_layer"]["cpu_step_s"] / sides["in_memory"]["cpu_step_s"],
-            "idle_wait_s": idle.waited, "data_waits": data_waits}
+    mem = sides["in_memory"]
+    ratios = {name: {"wall": sides[name]["step_s"] / mem["step_s"],
+                     "cpu": sides[name]["cpu_step_s"] / mem["cpu_step_s"]} for name in fed}
+    return {"sides": sides, "ratio_wall": ratios["data_layer"]["wall"],
+            "ratio_cpu": ratios["data_layer"]["cpu"], "ratios": ratios,
+            "idle_wait_s": idle.waited, "data_waits": data_waits["data_layer"],
+            "data_waits_by_side": data_waits}
 
 
 # ---------------------------------------------------------------------------- running
@@ -285,6 +302,9 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict:
             f"({side['images_per_s']:,.1f} images/s), {side['cpu_step_s'] * 1e3:,.1f} ms CPU")
     log(f"step ratio Data / in-memory: wall {train['ratio_wall']:.3f}, "
         f"CPU {train['ratio_cpu']:.3f} (target <= {STEP_TARGET})")
+    for name, r in train["ratios"].items():
+        if name != "data_layer":
+            log(f"  {name}: wall {r['wall']:.3f}, CPU {r['cpu']:.3f}")
     log(waits_line(train["data_waits"]))
     train_rate = train["sides"]["in_memory"]["images_per_s"]
     results["verdict"] = {
@@ -363,6 +383,12 @@ def markdown(results: dict) -> str:
               f"Loader faster than training ({train['sides']['in_memory']['images_per_s']:,.1f}"
               f" images/s): {faster}.", "",
               f"Waiting on data: {waits_line(train['data_waits'])}."]
+    others = {k: r for k, r in train.get("ratios", {}).items() if k != "data_layer"}
+    if others:
+        lines += ["", "Same run, Data-fed solvers whose loader threads run at other nice values "
+                  "(`--compare-nice`; nice 0 is the loader before this change):", ""]
+        lines += [f"- {name.replace('_', ' ')}: step ratio **{r['wall']:.3f}** wall, "
+                  f"**{r['cpu']:.3f}** CPU" for name, r in others.items()]
     if results.get("note"):
         lines += ["", f"Note: {results['note']}"]
     return "\n".join(lines) + "\n"
@@ -389,11 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inner", type=int)
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--gpu", action="store_true", help="run the nets on CUDA")
+    parser.add_argument("--compare-nice", type=int, nargs="+",
+                        help="also time Data-fed solvers whose loaders run at these nice values")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default="data_loader_cpu", help="results file name")
     args = parser.parse_args(argv)
     opts = Options(**(QUICK if args.quick else {}))
-    for key in ("images", "batch", "workers", "train_workers", "repeats", "inner", "gpu"):
+    for key in ("images", "batch", "workers", "train_workers", "repeats", "inner", "gpu",
+                "compare_nice"):
         if getattr(args, key) is not None:
             setattr(opts, key, getattr(args, key))
     if args.threads:

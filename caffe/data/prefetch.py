@@ -57,12 +57,17 @@ def decode_workers(encoded: bool) -> int:
     return max(1, min(4, usable_cpus() // 2)) if encoded else 1
 
 
-def lower_priority() -> None:
-    """Give the calling thread the nice value of the main thread plus ``CAFFE_DATA_NICE``
-    (default :data:`DEFAULT_NICE`; 0 leaves it). Linux only: there nice applies per thread
-    (elsewhere it is per process). Never fails."""
+def loader_nice() -> int:
+    """How much nicer than the net the loader threads run: ``CAFFE_DATA_NICE`` if set, else
+    :data:`DEFAULT_NICE` (read when a layer is set up)."""
     env = os.environ.get("CAFFE_DATA_NICE", "").strip()
-    delta = int(env) if env.lstrip("-").isdigit() else DEFAULT_NICE
+    return int(env) if env.lstrip("-").isdigit() else DEFAULT_NICE
+
+
+def lower_priority(delta: int) -> None:
+    """Give the calling thread the nice value of the main thread plus ``delta`` (<= 0: leave
+    it). Linux only: there nice applies per thread (elsewhere it is per process). Never
+    fails."""
     if delta <= 0 or not sys.platform.startswith("linux"):
         return
     try:
@@ -96,6 +101,7 @@ class Batcher:
         self.rng = np.random.default_rng(seed)
         self.workers = max(1, int(workers))
         self.pin = pin
+        self.nice = loader_nice()
         self._pool: ThreadPoolExecutor | None = None
 
     def _map(self, fn, *iterables) -> list:
@@ -103,7 +109,8 @@ class Batcher:
             return list(map(fn, *iterables))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="caffe-decode",
-                                            initializer=lower_priority)
+                                            initializer=lower_priority,
+                                            initargs=(self.nice,))
         return list(self._pool.map(fn, *iterables))
 
     def make(self, loaders: Sequence[Loader]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,8 +170,8 @@ def _on_consumer_stream(batch: _OnDevice) -> tuple[torch.Tensor, ...]:
 
 
 def _fill(produce: Callable[[], object], close: Callable[[], None] | None, q: queue.Queue,
-          stop: threading.Event) -> None:
-    lower_priority()
+          stop: threading.Event, nice: int) -> None:
+    lower_priority(nice)
     try:
         while not stop.is_set():
             try:
@@ -209,7 +216,7 @@ class Prefetcher:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=_fill, args=(work, close, self._queue,
-                                                           self._stop),
+                                                           self._stop, loader_nice()),
                                         name=f"caffe-prefetch-{name}", daemon=True)
         self._thread.start()
         _LIVE.add(self)
