@@ -259,13 +259,14 @@ class Prefetcher:
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread and wait for it (idempotent)."""
         self._stop.set()
-        try:
+        if self._thread is threading.current_thread():
+            return  # a finalizer run by the thread itself: it sees the flag before its next put
+        try:  # wake a put() waiting on the full queue
             while True:
                 self._queue.get_nowait()
         except queue.Empty:
             pass
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:
