@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import io
 import json
 import os
@@ -61,6 +62,8 @@ class Options:
     repeats: int = 10
     inner: int = 4
     warmup: int = 3
+    gpu: bool = False  # run the nets on CUDA (batches staged on the device by the loader)
+    compare_nice: list[int] = field(default_factory=list)  # more Data-fed sides at these nice
 
 
 QUICK = {"images": 256, "loader_batches": 8, "repeats": 6, "inner": 3, "warmup": 2}
@@ -97,18 +100,23 @@ def data_layer(db: str, mean_file: str, batch: int, crop: int) -> caffe_pb2.Laye
 
 
 @contextlib.contextmanager
-def decode_workers(workers: int | None) -> Iterator[None]:
-    """Set ``CAFFE_DATA_WORKERS`` for the Data layers set up inside (None: leave it)."""
-    old = os.environ.get("CAFFE_DATA_WORKERS")
-    if workers is not None:
-        os.environ["CAFFE_DATA_WORKERS"] = str(workers)
+def environ(name: str, value: int | None) -> Iterator[None]:
+    """Set the environment variable ``name`` inside (None: leave it)."""
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = str(value)
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("CAFFE_DATA_WORKERS", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["CAFFE_DATA_WORKERS"] = old
+            os.environ[name] = old
+
+
+def decode_workers(workers: int | None) -> contextlib.AbstractContextManager[None]:
+    """Set ``CAFFE_DATA_WORKERS`` for the Data layers set up inside (None: leave it)."""
+    return environ("CAFFE_DATA_WORKERS", workers)
 
 
 # ---------------------------------------------------------------------------- 1. the loader
@@ -184,11 +192,12 @@ def sgd_solver(train: caffe_pb2.NetParameter):
 
 class LoaderIdle:
     """A ``sync`` hook for :func:`interleaved_samples` (called before and after each sample):
-    before a sample it waits until the Data layer's prefetch queue is full, so the loader's
-    refill after a Data sample is not charged to the next in-memory sample."""
+    before a sample it waits until the Data layers' prefetch queues are full, so a loader's
+    refill after its sample is not charged to the next sample."""
 
-    def __init__(self, layer, timeout: float = 30.0) -> None:
-        self.queue = layer.prefetcher._queue  # no public "is idle" on Prefetcher
+    def __init__(self, prefetchers: list, timeout: float = 30.0, cuda: bool = False) -> None:
+        self.prefetchers = prefetchers
+        self.cuda = cuda
         self.timeout = timeout
         self.calls = 0
         self.waited = 0.0
@@ -196,38 +205,52 @@ class LoaderIdle:
     def __call__(self) -> None:
         self.calls += 1
         if self.calls % 2 == 0:  # the end of a sample: read the clock at once
+            if self.cuda:
+                torch.cuda.synchronize()
             return
         t0 = time.perf_counter()
-        while not self.queue.full() and time.perf_counter() - t0 < self.timeout:
+        while (not all(p.queue_full for p in self.prefetchers)
+               and time.perf_counter() - t0 < self.timeout):
             time.sleep(0.002)
-        # let the last decode thread finish after its put()
+        # let the decode thread finish the batch it starts after its put()
         time.sleep(0.01)
         self.waited += time.perf_counter() - t0
 
 
 def training(train: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter,
              opts: Options) -> dict:
-    """Solver steps fed by ``layer`` vs by one batch already in memory, interleaved."""
-    with decode_workers(opts.train_workers):
-        fed = sgd_solver(fed_by(train, layer))
-    mem = sgd_solver(train)
-    for solver in (fed, mem):
+    """Solver steps fed by ``layer`` vs by one batch already in memory, interleaved. With
+    ``opts.compare_nice``, more Data-fed solvers whose loader threads run at those nice
+    values take part in the same interleaving."""
+    nices = {"data_layer": None, **{f"data_layer_nice{n}": n for n in opts.compare_nice}}
+    fed = {}
+    for name, nice in nices.items():
+        with decode_workers(opts.train_workers), environ("CAFFE_DATA_NICE", nice):
+            fed[name] = sgd_solver(fed_by(train, layer))
+    solvers = {**fed, "in_memory": sgd_solver(train)}
+    for solver in solvers.values():
         netdefs.init_weights(solver.net, seed=0)
-    data_layer_obj = fed.net.layers[0]
+    prefetchers = {name: solver.net.layers[0].prefetcher for name, solver in fed.items()}
     try:
-        fed.step(1)  # the first batch: also the in-memory one
-        for name in ("data", "label"):
-            mem.net.blobs[name].data[...] = fed.net.blobs[name].data
-        idle = LoaderIdle(data_layer_obj)
+        for solver in fed.values():
+            solver.step(1)  # the first batch of "data_layer" is also the in-memory one
+        for blob in ("data", "label"):
+            solvers["in_memory"].net.blobs[blob].data[...] = fed["data_layer"].net.blobs[blob].data
+        idle = LoaderIdle(list(prefetchers.values()), cuda=opts.gpu)
+        before = {name: (p.served, p.waits, p.wait_s) for name, p in prefetchers.items()}
         cpu: dict[str, list[float]] = {}
-        wall = interleaved_samples({"data_layer": lambda: fed.step(1),
-                                    "in_memory": lambda: mem.step(1)},
+        wall = interleaved_samples({name: functools.partial(solver.step, 1)
+                                    for name, solver in solvers.items()},
                                    repeats=opts.repeats, inner=opts.inner, warmup=opts.warmup,
                                    sync=idle, cpu_samples=cpu)
-        loss = {"data_layer": float(fed.net.blobs["loss"].data),
-                "in_memory": float(mem.net.blobs["loss"].data)}
+        data_waits = {name: {"steps": p.served - before[name][0],
+                             "waits": p.waits - before[name][1],
+                             "wait_s": p.wait_s - before[name][2]}
+                      for name, p in prefetchers.items()}
+        loss = {name: float(solver.net.blobs["loss"].data) for name, solver in solvers.items()}
     finally:
-        data_layer_obj.close()
+        for solver in fed.values():
+            solver.net.layers[0].close()
     sides = {}
     for name in wall:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
@@ -235,25 +258,34 @@ def training(train: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter,
                        "spread": (max(wall[name]) - min(wall[name])) / w,
                        "wall_samples": wall[name], "cpu_samples": cpu[name],
                        "final_loss": loss[name]}
-    return {"sides": sides,
-            "ratio_wall": sides["data_layer"]["step_s"] / sides["in_memory"]["step_s"],
-            "ratio_cpu": sides["data_layer"]["cpu_step_s"] / sides["in_memory"]["cpu_step_s"],
-            "idle_wait_s": idle.waited}
+    mem = sides["in_memory"]
+    ratios = {name: {"wall": sides[name]["step_s"] / mem["step_s"],
+                     "cpu": sides[name]["cpu_step_s"] / mem["cpu_step_s"],
+                     # best samples: robust to load bursts from other processes
+                     "wall_best": min(wall[name]) / min(wall["in_memory"])} for name in fed}
+    return {"sides": sides, "ratio_wall": ratios["data_layer"]["wall"],
+            "ratio_cpu": ratios["data_layer"]["cpu"], "ratios": ratios,
+            "idle_wait_s": idle.waited, "data_waits": data_waits["data_layer"],
+            "data_waits_by_side": data_waits}
 
 
 # ---------------------------------------------------------------------------- running
 def run(opts: Options, log: Callable[[str], None] = print) -> dict:
     """Measure everything; returns the results (see :func:`write`)."""
-    machine = report.machine("cpu")
+    if opts.gpu:
+        caffe.set_mode_gpu()
+    machine = report.machine("cuda" if opts.gpu else "cpu")
     machine["nproc"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count()
     machine["torch_threads"] = torch.get_num_threads()
+    from caffe.data.prefetch import DEFAULT_NICE
     from caffe.data.prefetch import decode_workers as default_workers
 
     results: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                      "options": asdict(opts), "machine": machine, "solver": SOLVER_SETTINGS,
                      "target_step_ratio": STEP_TARGET,
-                     "default_train_workers": default_workers(True)}
+                     "default_train_workers": default_workers(True),
+                     "loader_nice": int(os.environ.get("CAFFE_DATA_NICE") or DEFAULT_NICE)}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         db, mean_file = make_db(folder, opts.images, opts.size)
@@ -270,8 +302,10 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict:
     for name, side in train["sides"].items():
         log(f"training, {name}: {side['step_s'] * 1e3:,.1f} ms/step wall "
             f"({side['images_per_s']:,.1f} images/s), {side['cpu_step_s'] * 1e3:,.1f} ms CPU")
-    log(f"step ratio Data / in-memory: wall {train['ratio_wall']:.3f}, "
-        f"CPU {train['ratio_cpu']:.3f} (target <= {STEP_TARGET})")
+    for name, r in train["ratios"].items():
+        log(f"step ratio {name} / in-memory: wall {r['wall']:.3f} (best samples "
+            f"{r['wall_best']:.3f}), CPU {r['cpu']:.3f} (target <= {STEP_TARGET})")
+    log(waits_line(train["data_waits"]))
     train_rate = train["sides"]["in_memory"]["images_per_s"]
     results["verdict"] = {
         "loader_faster_than_training": {
@@ -284,17 +318,24 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict:
     return results
 
 
+def waits_line(w: dict) -> str:
+    return (f"the net waited on data in {w['waits']} of {w['steps']} Data-fed steps "
+            f"(warm-up included), {w['wait_s'] * 1e3:,.1f} ms in all")
+
+
 def markdown(results: dict) -> str:
     opts, m, train = results["options"], results["machine"], results["training"]
     net = "CaffeNet (benchmarks/nets/caffenet.prototxt, train variant)" \
         if opts["net"] == "caffenet" else opts["net"]
     lines = [
-        "# Data layer vs the training step it feeds (CPU)", "",
+        f"# Data layer vs the training step it feeds ({'GPU' if opts.get('gpu') else 'CPU'})",
+        "",
         f"Command: `{results.get('command', '')}` ({results['elapsed_s']:.0f} s). "
         f"Date: {results['date']}.", "",
         "## Machine", "",
         f"- CPU: {m['cpu']} (nproc {m['nproc']}, {m['logical_cpus']} logical CPUs; "
         f"{m['cpu_flags']}), memory {m['memory']}; {m['os']}",
+        *([f"- GPU: {m['gpu']}"] if m.get("gpu") else []),
         f"- Python {m['python']}, torch {m['torch']} ({m['torch_threads']} intra-op threads), "
         f"numpy {m['numpy']}",
         f"- Load average at start {[round(x, 2) for x in m['loadavg_start']]}, at end "
@@ -310,7 +351,8 @@ def markdown(results: dict) -> str:
         f"(lr {results['solver']['base_lr']:g}, momentum {results['solver']['momentum']:g}, "
         f"weight_decay {results['solver']['weight_decay']:g}); (a) fed by the Data layer "
         f"(decode workers: {opts['train_workers'] or results['default_train_workers']}, "
-        "prefetch 4), (b) data and label Inputs holding the Data layer's first batch. Same "
+        f"prefetch 4, loader threads at nice +{results.get('loader_nice', 0)}), (b) data "
+        "and label Inputs holding the Data layer's first batch. Same "
         "seeded weights. Timed interleaved (a b a b ...): "
         f"{opts['repeats']} samples of {opts['inner']} steps each after {opts['warmup']} "
         "warm-up steps; medians. Before each sample the benchmark waits until the prefetch "
@@ -337,9 +379,18 @@ def markdown(results: dict) -> str:
               f"Step ratio Data / in-memory: **{train['ratio_wall']:.3f}** wall, "
               f"**{train['ratio_cpu']:.3f}** CPU (target <= {results['target_step_ratio']}: "
               f"wall {'met' if v['step_ratio_wall_ok'] else 'NOT met'}, CPU "
-              f"{'met' if v['step_ratio_cpu_ok'] else 'NOT met'}).", "",
+              f"{'met' if v['step_ratio_cpu_ok'] else 'NOT met'}); ratio of the best samples "
+              f"{train['ratios']['data_layer']['wall_best']:.3f}.", "",
               f"Loader faster than training ({train['sides']['in_memory']['images_per_s']:,.1f}"
-              f" images/s): {faster}."]
+              f" images/s): {faster}.", "",
+              f"Waiting on data: {waits_line(train['data_waits'])}."]
+    others = {k: r for k, r in train.get("ratios", {}).items() if k != "data_layer"}
+    if others:
+        lines += ["", "Same run, Data-fed solvers whose loader threads run at other nice values "
+                  "(`--compare-nice`; nice 0 is the loader before this change):", ""]
+        lines += [f"- {name.replace('_', ' ')}: step ratio **{r['wall']:.3f}** wall, "
+                  f"**{r['cpu']:.3f}** CPU, best samples {r['wall_best']:.3f}"
+                  for name, r in others.items()]
     if results.get("note"):
         lines += ["", f"Note: {results['note']}"]
     return "\n".join(lines) + "\n"
@@ -365,11 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--inner", type=int)
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--gpu", action="store_true", help="run the nets on CUDA")
+    parser.add_argument("--compare-nice", type=int, nargs="+",
+                        help="also time Data-fed solvers whose loaders run at these nice values")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default="data_loader_cpu", help="results file name")
     args = parser.parse_args(argv)
     opts = Options(**(QUICK if args.quick else {}))
-    for key in ("images", "batch", "workers", "train_workers", "repeats", "inner"):
+    for key in ("images", "batch", "workers", "train_workers", "repeats", "inner", "gpu",
+                "compare_nice"):
         if getattr(args, key) is not None:
             setattr(opts, key, getattr(args, key))
     if args.threads:

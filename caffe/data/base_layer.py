@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from caffe._common import STATE
 from caffe.data import naming_layer
-from caffe.data.prefetch import Batcher, Loader, Prefetcher, attach
+from caffe.data.prefetch import Batcher, Loader, Prefetcher, attach, pin_batches
 from caffe.data.resume import fields
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
@@ -48,7 +49,8 @@ class PrefetchingDataLayer(Layer):
 
     def start_prefetch(self, items: ItemStream, batcher: Batcher, depth: int) -> None:
         """Make batches of ``items`` with ``batcher`` in the background, ``depth`` batches
-        ahead. Closing the layer closes both (``items.close()`` when it has one)."""
+        ahead. Closing the layer closes both (``items.close()`` when it has one). In GPU mode
+        the batches are copied to the device in the background too."""
 
         def state() -> dict:
             return {"items": items.state(), "batcher": batcher.state()}
@@ -72,7 +74,8 @@ class PrefetchingDataLayer(Layer):
 
         self._resume_state = state()
         self._reset = reset
-        self.prefetcher = Prefetcher(produce, depth, self.name, close)
+        device = STATE.device if pin_batches() else None
+        self.prefetcher = Prefetcher(produce, depth, self.name, close, device)
         attach(self, self.prefetcher)
 
     def state_dict(self) -> dict:
@@ -108,4 +111,5 @@ class PrefetchingDataLayer(Layer):
         for t, src in zip(top, (data, labels)):
             if t.shape != tuple(src.shape):
                 t.reshape(tuple(src.shape))
+            # the batch becomes the top's tensor (no copy when it is already on the device)
             t.tensor = src.to(device=t.tensor.device, dtype=t.tensor.dtype, non_blocking=True)

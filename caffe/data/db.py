@@ -54,14 +54,15 @@ def _import_lmdb():
     return lmdb
 
 
-def _import_plyvel():
+def _import_plyvel(path: str):
     try:
         import plyvel
     except ImportError:
         raise BackendUnavailableError(
-            "the LevelDB backend needs the 'plyvel' package: pip install plyvel "
-            "(or pip install neocaffe[leveldb]); or convert the data to LMDB "
-            "(backend: LMDB, convert_imageset --backend lmdb)") from None
+            f"cannot open LevelDB database '{path}': the LevelDB backend needs the 'plyvel' "
+            "package, which is not installed: pip install neocaffe[leveldb] (or pip install "
+            "plyvel); or convert the data to LMDB (backend: LMDB, convert_imageset --backend "
+            "lmdb)") from None
     return plyvel
 
 
@@ -78,7 +79,7 @@ def _open_handle(backend: str, path: str):
                              max_readers=1024, readahead=False)
         except lmdb.Error as e:
             raise FileFormatError(f"cannot open LMDB database '{path}': {e}") from None
-    plyvel = _import_plyvel()
+    plyvel = _import_plyvel(path)
     try:
         return plyvel.DB(path, create_if_missing=False)
     except Exception as e:  # plyvel raises its own IOError/CorruptionError types
@@ -194,7 +195,7 @@ class Writer:
                 raise FileFormatError(f"cannot create LMDB database '{self.path}': {e}"
                                       ) from None
         else:
-            plyvel = _import_plyvel()
+            plyvel = _import_plyvel(self.path)
             try:
                 self._db = plyvel.DB(self.path, create_if_missing=True, error_if_exists=True,
                                      write_buffer_size=256 << 20)

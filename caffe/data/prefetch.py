@@ -5,14 +5,22 @@ decodes and transforms the items of a batch, optionally in several threads.
 The thread never holds a reference to its layer: when the layer (or its net) is deleted, or the
 interpreter exits, the thread is told to stop and is joined. An error while producing a batch
 is raised by the layer's next forward, naming the record; it never hangs and never serves a
-silent zero batch."""
+silent zero batch.
+
+The loader threads run at a lower scheduling priority (Linux: a higher nice value, which
+applies per thread) so that the net's compute threads win a contended CPU; a thread that is
+``prefetch`` batches ahead sleeps on the full queue. For a CUDA net the batches are built in
+pinned host memory and copied to the device in the prefetch thread on a side stream, as Caffe
+does, so the forward only orders its stream after that copy."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import queue
+import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,14 +38,46 @@ Loader = Callable[[], tuple[np.ndarray, float, str]]
 
 _LIVE: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
 
+#: how much nicer than the net the loader threads run (``CAFFE_DATA_NICE`` overrides; 0: same)
+DEFAULT_NICE = 10
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
 
 def decode_workers(encoded: bool) -> int:
     """Threads that decode one batch: ``CAFFE_DATA_WORKERS`` if set, else up to 4 for encoded
-    images (decoding releases the GIL) and 1 for raw pixels."""
+    images (decoding releases the GIL; half the usable CPUs) and 1 for raw pixels."""
     env = os.environ.get("CAFFE_DATA_WORKERS", "")
     if env.strip():
         return max(1, int(env))
-    return max(1, min(4, (os.cpu_count() or 2) // 2)) if encoded else 1
+    return max(1, min(4, usable_cpus() // 2)) if encoded else 1
+
+
+def loader_nice() -> int:
+    """How much nicer than the net the loader threads run: ``CAFFE_DATA_NICE`` if set, else
+    :data:`DEFAULT_NICE` (read when a layer is set up)."""
+    env = os.environ.get("CAFFE_DATA_NICE", "").strip()
+    return int(env) if env.lstrip("-").isdigit() else DEFAULT_NICE
+
+
+def lower_priority(delta: int) -> None:
+    """Give the calling thread the nice value of the main thread plus ``delta`` (<= 0: leave
+    it). Linux only: there nice applies per thread (elsewhere it is per process). Never
+    fails."""
+    if delta <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + delta)
+        if os.getpriority(os.PRIO_PROCESS, tid) < target:
+            os.setpriority(os.PRIO_PROCESS, tid, target)
+    except OSError:
+        pass
 
 
 def pin_batches() -> bool:
@@ -62,13 +102,16 @@ class Batcher:
         self.rng = np.random.default_rng(seed)
         self.workers = max(1, int(workers))
         self.pin = pin
+        self.nice = loader_nice()
         self._pool: ThreadPoolExecutor | None = None
 
     def _map(self, fn, *iterables) -> list:
         if self.workers == 1:
             return list(map(fn, *iterables))
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="caffe-decode")
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="caffe-decode",
+                                            initializer=lower_priority,
+                                            initargs=(self.nice,))
         return list(self._pool.map(fn, *iterables))
 
     def make(self, loaders: Sequence[Loader]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,24 +158,60 @@ class _Once:
             fn()
 
 
+class _OnDevice:
+    """A batch whose tensors were copied to a CUDA device on a side stream, with the event
+    that ends the copy (other members, such as the reader state, ride along unchanged)."""
+
+    def __init__(self, items: tuple, event) -> None:
+        self.items = items
+        self.event = event
+
+
+class _DeviceStage:
+    """Copies the (pinned) tensors of each batch to ``device`` on a side stream; runs in the
+    prefetch thread."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+
+    def __call__(self, batch: tuple) -> _OnDevice:
+        with torch.cuda.stream(self.stream):
+            items = tuple(x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor)
+                          else x for x in batch)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return _OnDevice(items, event)
+
+
+def _on_consumer_stream(batch: _OnDevice) -> tuple:
+    """The staged batch, usable on the current stream (which waits for its copy)."""
+    stream = torch.cuda.current_stream(batch.items[0].device)
+    stream.wait_event(batch.event)
+    for x in batch.items:
+        if isinstance(x, torch.Tensor):
+            x.record_stream(stream)  # freed tensors are not reused before this stream is done
+    return batch.items
+
+
 def _fill(produce: Callable[[], object], q: queue.Queue, stop: threading.Event,
-          closing: threading.Event, close: _Once) -> None:
+          closing: threading.Event, close: _Once, nice: int) -> None:
+    lower_priority(nice)
+    failed = False
     try:
         while not stop.is_set():
             try:
                 item = produce()
             except BaseException as e:  # handed to the consumer, which raises it
                 item = _Failure(e)
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, _Failure):
+                failed = True
+            if stop.is_set():
+                return
+            q.put(item)  # sleeps while the queue is full; stopping empties it to wake us
+            if failed:
                 return
     finally:
-        if closing.is_set():
+        if failed or closing.is_set():  # after a failure nothing reads on: free the workers
             close()
 
 
@@ -140,55 +219,92 @@ class Prefetcher:
     """Runs ``produce()`` in a daemon thread, ``depth`` results ahead of :meth:`get`.
     ``close`` (if given) runs once, when the prefetcher is closed and the thread has stopped
     (in that thread if it was still busy). :meth:`restart` drops the queued results and runs
-    a function while no thread runs (to reposition what ``produce`` reads)."""
+    a function while no thread runs (to reposition what ``produce`` reads). With a CUDA
+    ``device``, ``produce`` returns a tuple of (pinned) CPU tensors and other values, whose
+    tensors the thread copies to the device; :meth:`get` returns them there, ready to use on
+    the caller's current stream.
+
+    :attr:`waits` counts the :meth:`get` calls that found no batch ready (the net waited on
+    data), :attr:`wait_s` the time they waited; :attr:`served` counts all results."""
 
     def __init__(self, produce: Callable[[], object], depth: int, name: str,
-                 close: Callable[[], None] | None = None) -> None:
+                 close: Callable[[], None] | None = None,
+                 device: torch.device | None = None) -> None:
         self.name = name
-        self._produce = produce
-        self._depth = max(1, int(depth))
+        self.depth = max(1, int(depth))
+        self.waits = 0
+        self.wait_s = 0.0
+        self.served = 0
+        if device is not None and device.type == "cuda":
+            stage = _DeviceStage(device)
+
+            def work():
+                return stage(produce())
+        else:
+            work = produce
+        self._produce = work
         self._closing = threading.Event()
         self._close = _Once(close)
         self._start()
         _LIVE.add(self)
 
     def _start(self) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=self._depth)
+        self._queue: queue.Queue = queue.Queue(maxsize=self.depth)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=_fill, args=(self._produce, self._queue, self._stop, self._closing,
-                                self._close),
+                                self._close, loader_nice()),
             name=f"caffe-prefetch-{self.name}", daemon=True)
         self._thread.start()
 
     def _halt(self, timeout: float) -> bool:
         """Stop the thread and drop the queued results; True once it has stopped."""
         self._stop.set()
+        if self._thread is threading.current_thread():
+            return False  # a finalizer run by the thread itself (which may hold the queue's
+            # lock): it sees the flag before its next put, and closes on its way out
         try:
             while True:
                 self._queue.get_nowait()
         except queue.Empty:
             pass
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def ready_batches(self) -> int:
+        """How many results are waiting in the queue now."""
+        return self._queue.qsize()
+
+    @property
+    def queue_full(self) -> bool:
+        """Whether the producer is ``depth`` results ahead (and sleeping)."""
+        return self._queue.full()
 
     def get(self):
         """The next result (waits for it); re-raises the producer's error."""
+        try:
+            item = self._queue.get_nowait()
+        except queue.Empty:
+            t0 = time.perf_counter()
+            item = self._wait()
+            self.waits += 1
+            self.wait_s += time.perf_counter() - t0
+        if isinstance(item, _Failure):
+            self._error = item.error
+            raise self._error
+        self.served += 1
+        return _on_consumer_stream(item) if isinstance(item, _OnDevice) else item
+
+    def _wait(self):
         while self._error is None:
             try:
-                item = self._queue.get(timeout=0.1)
+                return self._queue.get(timeout=0.1)
             except queue.Empty:
-                if self._thread.is_alive():
-                    continue
-                if self._queue.empty():
-                    raise CaffeError(f"the prefetch thread of '{self.name}' has stopped") from None
-                continue
-            if isinstance(item, _Failure):
-                self._error = item.error
-                break
-            return item
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise CaffeError(f"the prefetch thread of '{self.name}' has stopped"
+                                     ) from None
         raise self._error
 
     def restart(self, reset: Callable[[], None], timeout: float = 10.0) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -130,9 +131,9 @@ def test_prefetch_runs_ahead_and_stops_when_the_net_is_deleted(tmp_path):
     layer = net.layers[0]
     prefetcher = layer.prefetcher
     deadline = time.time() + 5
-    while prefetcher._queue.qsize() < 3 and time.time() < deadline:
+    while not prefetcher.queue_full and time.time() < deadline:
         time.sleep(0.01)
-    assert prefetcher._queue.qsize() == 3
+    assert prefetcher.ready_batches == 3
     del net, layer
     gc.collect()
     prefetcher._thread.join(5)
@@ -286,11 +287,18 @@ def test_leveldb_backend_through_plyvel(tmp_path, monkeypatch):
 
 def test_missing_plyvel_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "plyvel", None)
-    (tmp_path / "ldb").mkdir()
-    with pytest.raises(BackendUnavailableError, match="pip install plyvel"):
-        open_reader(str(tmp_path / "ldb"), "leveldb")
-    with pytest.raises(BackendUnavailableError):
-        _net(tmp_path, str(tmp_path / "ldb"), backend="LEVELDB")
+    ldb = tmp_path / "ldb"
+    ldb.mkdir()
+    (ldb / "CURRENT").write_text("MANIFEST-000001\n")  # what a LevelDB folder holds
+    expected = (rf"cannot open LevelDB database '{re.escape(str(ldb))}': .*'plyvel' package, "
+                r"which is not installed: pip install neocaffe\[leveldb\]")
+    with pytest.raises(BackendUnavailableError, match=expected):
+        open_reader(str(ldb), "leveldb")
+    with pytest.raises(BackendUnavailableError, match="Layer 'd' \\(Data\\): " + expected):
+        _net(tmp_path, str(ldb), backend="LEVELDB")
+    with pytest.raises(BackendUnavailableError, match=r"LevelDB database '.*new_ldb'.*"
+                                                      r"neocaffe\[leveldb\]"):
+        open_writer(str(tmp_path / "new_ldb"), "leveldb")
 
 
 def test_default_backend_detects_an_lmdb(tmp_path):
