@@ -4,15 +4,10 @@ run and the JSON/Markdown results are written. No timing is asserted."""
 
 import json
 import os
-import sys
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from benchmarks import data_loader  # noqa: E402
+from benchmarks import data_loader
 
 
 def test_data_loader_benchmark_runs_at_tiny_size(tmp_path):

@@ -3,19 +3,12 @@ a few types at tiny sizes with one round, the twins agree with the layers, and t
 render. No timing assertions."""
 
 import json
-import os
-import sys
 
 import pytest
 
 import caffe
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from benchmarks import layer_speed  # noqa: E402
-from benchmarks.layer_speed_cases import CASES, SKIPPED  # noqa: E402
+from benchmarks import layer_speed
+from benchmarks.layer_speed_cases import CASES, SKIPPED
 
 
 @pytest.fixture(scope="module")

@@ -4,29 +4,15 @@ report (in-place BatchNorm with global statistics stays in place). No numbers ar
 beyond what the engine guarantees."""
 
 import json
-import os
-import sys
 
 import pytest
 import torch
 from google.protobuf import text_format
 
 import caffe
+from benchmarks import __main__ as cli
+from benchmarks import memory
 from caffe.proto import caffe_pb2
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from benchmarks import __main__ as cli  # noqa: E402
-from benchmarks import memory  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _keep_thread_count():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def test_memory_only_run_reports_classes_before_and_after_a_step(tmp_path):

@@ -3,26 +3,12 @@ agreement check (and that it catches a difference), the memory counter, the caff
 parser, and the JSON/Markdown results. No timing is asserted."""
 
 import json
-import os
-import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from benchmarks import __main__ as cli  # noqa: E402
-from benchmarks import checks, memory, suite  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _keep_thread_count():
-    """The suite sets torch's thread count; give the other tests theirs back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+from benchmarks import __main__ as cli
+from benchmarks import checks, memory, suite
 
 
 @pytest.mark.parametrize("mode", ["forward", "fwdbwd", "solver"])

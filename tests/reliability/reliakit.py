@@ -18,6 +18,21 @@ import caffe
 from caffe.proto import caffe_pb2
 
 
+def tiny_lmdb(tmp: str, count: int, label) -> str:
+    """An LMDB of ``count`` random 1x4x4 uint8 Datums in ``tmp``/lmdb; ``label(i, rng)``
+    gives record i's label. Returns its path."""
+    from caffe.data.db import open_writer
+    from caffe.io import array_to_datum
+
+    rng = np.random.default_rng(1)
+    path = os.path.join(tmp, "lmdb")
+    with open_writer(path, "lmdb") as w:
+        for i in range(count):
+            img = rng.integers(0, 256, (1, 4, 4), dtype=np.uint8)
+            w.put(f"{i:08d}", array_to_datum(img, label(i, rng)).SerializeToString())
+    return path
+
+
 def context() -> multiprocessing.context.BaseContext:
     """A forkserver context (spawn where fork is unavailable) that preloads caffe."""
     methods = multiprocessing.get_all_start_methods()

@@ -14,9 +14,6 @@ import numpy as np
 import pytest
 import reliakit
 
-from caffe.data.db import open_writer
-from caffe.io import array_to_datum
-
 N, K = 6, 2
 
 TAIL = """
@@ -67,12 +64,7 @@ layer {{ name: "data" type: "HDF5Data" top: "data" top: "label"
 
 
 def _lmdb_data(tmp) -> str:
-    rng = np.random.default_rng(1)
-    path = os.path.join(tmp, "lmdb")
-    with open_writer(path, "lmdb") as w:
-        for i in range(11):
-            img = rng.integers(0, 256, (1, 4, 4), dtype=np.uint8)
-            w.put(f"{i:08d}", array_to_datum(img, int(rng.integers(0, 3))).SerializeToString())
+    path = reliakit.tiny_lmdb(tmp, 11, lambda i, rng: int(rng.integers(0, 3)))
     return f"""
 layer {{ name: "data" type: "Data" top: "data" top: "label"
   transform_param {{ mirror: true crop_size: 3 scale: 0.0039 }}

@@ -17,9 +17,7 @@ from google.protobuf import text_format
 from PIL import Image
 
 import caffe
-from caffe.data.db import open_writer
 from caffe.errors import FileFormatError
-from caffe.io import array_to_datum
 from caffe.proto import caffe_pb2
 from caffe.solvers import resume
 
@@ -205,12 +203,7 @@ def test_oversized_sidecar_is_refused_before_reading(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- prefetching
 def _lmdb_net(tmp) -> str:
-    rng = np.random.default_rng(1)
-    path = os.path.join(tmp, "lmdb")
-    with open_writer(path, "lmdb") as w:
-        for i in range(5):
-            img = rng.integers(0, 256, (1, 4, 4), dtype=np.uint8)
-            w.put(f"{i:08d}", array_to_datum(img, i).SerializeToString())
+    path = reliakit.tiny_lmdb(tmp, 5, lambda i, rng: i)
     return f"""
 layer {{ name: "data" type: "Data" top: "data" top: "label"
   transform_param {{ mirror: true crop_size: 3 }}
