@@ -10,6 +10,7 @@ Caffe's SyncedMemory rule: host access makes the host copy current and marks it 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable
 
 import numpy as np
@@ -58,6 +59,14 @@ def _warn_released_read(blob: Blob) -> None:
         blob.shape)
 
 
+def _still_shown(held: weakref.ref, current: torch.Tensor, value: torch.Tensor) -> bool:
+    """Whether a NumPy view of ``current`` is still held, so that ``value`` must be copied
+    into ``current``'s memory (Caffe's blobs keep their memory; layers here hand over new
+    tensors, which would leave such a view showing old values)."""
+    return (held() is not None and value.dtype == current.dtype
+            and value.device == current.device and value.data_ptr() != current.data_ptr())
+
+
 def _as_shape(args: tuple) -> tuple[int, ...]:
     if len(args) == 1 and isinstance(args[0], Iterable) and not isinstance(args[0], (str, bytes)):
         args = tuple(args[0])
@@ -76,6 +85,7 @@ class Blob:
     """
 
     __slots__ = ("_t", "_g", "_hd", "_hg", "_hd_state", "_hg_state", "_dtype", "_released",
+                 "_held", "_gheld",
                  "__weakref__")
 
     def __init__(self, *shape, dtype: torch.dtype = torch.float32,
@@ -88,6 +98,10 @@ class Blob:
         self._hd_state = _HOST_STALE
         self._hg_state = _HOST_STALE
         self._released = False
+        # weak references to the last NumPy views of data and diff handed out on the CPU:
+        # while one lives, a new tensor is copied into the memory it shows (below)
+        self._held: weakref.ref | None = None
+        self._gheld: weakref.ref | None = None
 
     # ------------------------------------------------------------------ shape
     @property
@@ -187,7 +201,10 @@ class Blob:
                 f"cannot set a blob of shape {self.shape} to a tensor of shape "
                 f"{tuple(value.shape)}: call blob.reshape first"
             )
-        self._t = value
+        if self._held is not None and _still_shown(self._held, self._t, value):
+            self._t.copy_(value)  # a NumPy view the user holds keeps showing the blob
+        else:
+            self._t = value
         self._hd_state = _HOST_STALE
 
     @property
@@ -204,7 +221,11 @@ class Blob:
                 f"cannot set the diff of a blob of shape {self.shape} to a tensor of shape "
                 f"{tuple(value.shape)}"
             )
-        self._g = value
+        if self._gheld is not None and self._g is not None and _still_shown(
+                self._gheld, self._g, value):
+            self._g.copy_(value)
+        else:
+            self._g = value
         self._hg_state = _HOST_STALE
 
     @property
@@ -237,6 +258,8 @@ class Blob:
         if self._hd_state == _HOST_HEAD:
             return self._hd.numpy()
         arr, self._hd, self._hd_state = self._host(self._t, self._hd, self._hd_state)
+        if self._hd is None:  # a zero-copy view (CPU)
+            self._held = weakref.ref(arr)
         return arr
 
     @data.setter
@@ -254,6 +277,8 @@ class Blob:
             # NumPy writes must not reach that blob, as Caffe's separate memory would not
             self._g = g = g.contiguous() if not g.is_contiguous() else g.clone()
         arr, self._hg, self._hg_state = self._host(g, self._hg, self._hg_state)
+        if self._hg is None:
+            self._gheld = weakref.ref(arr)
         return arr
 
     @diff.setter
