@@ -207,6 +207,18 @@ class Blob:
             self._t = value
         self._hd_state = _HOST_STALE
 
+    def swap_tensor(self, value: torch.Tensor) -> None:
+        """Hand the blob a new data tensor and let go of the old memory, which the caller keeps
+        (an in-place layer keeping its input for the backward): unlike assigning ``tensor``,
+        nothing is copied into the old memory for NumPy views taken earlier."""
+        if value.shape != self._t.shape:
+            raise ShapeMismatchError(
+                f"cannot set a blob of shape {self.shape} to a tensor of shape "
+                f"{tuple(value.shape)}: call blob.reshape first")
+        self._t = value
+        self._held = None
+        self._hd_state = _HOST_STALE
+
     @property
     def diff_tensor(self) -> torch.Tensor:
         """The diff as a torch tensor on the compute device (allocated as zeros on first use)."""

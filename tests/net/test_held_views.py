@@ -49,3 +49,31 @@ def test_without_a_held_view_the_new_tensor_is_taken_as_is():
     before = blob.tensor
     net.forward(data=np.zeros((2, 3)))
     assert blob.tensor is not before  # no copy into the old memory when nobody shows it
+
+
+BN_NET = """
+force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "x"
+  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }
+layer { name: "scale" type: "Scale" bottom: "x" top: "x" scale_param { bias_term: true } }
+layer { name: "loss" type: "Reduction" bottom: "x" top: "loss"
+  reduction_param { operation: SUMSQ } loss_weight: 1 }
+"""
+
+
+def test_a_held_view_does_not_disturb_layers_that_keep_their_input():
+    """In-place BatchNorm and Scale keep their input's memory for the backward; a NumPy view
+    of that blob must not make the net copy outputs into it."""
+    grads = []
+    for hold in (False, True):
+        caffe.set_random_seed(4)
+        net = caffe.Net(text_format.Parse(BN_NET, caffe_pb2.NetParameter()), caffe.TRAIN)
+        net.blobs["data"].data[...] = np.random.default_rng(2).standard_normal((4, 3))
+        view = net.blobs["x"].data if hold else None
+        net.forward()
+        net.backward()
+        grads.append(net.blobs["data"].diff.copy())
+        del view
+    np.testing.assert_array_equal(grads[0], grads[1])

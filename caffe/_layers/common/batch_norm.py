@@ -94,6 +94,9 @@ class BatchNorm(Layer):
         else:
             self.x3 = x3
             y = self._batch_forward(x3)
+            if top[0] is bottom[0]:  # x3 (the old memory) is kept for the backward
+                top[0].swap_tensor(y.view(x.shape))
+                return
         top[0].tensor = y.view(x.shape)
 
     def fold_scale(self, scale: Layer, index: int) -> None:
