@@ -98,10 +98,7 @@ def _in_place(type_, param, arrays, phase, dy):
     storage = bottom[0].tensor.data_ptr()
     caffe.set_random_seed(SEED + 1)
     layer.Forward(bottom, [bottom[0]])
-    if type_ == "Scale":  # keeps the input's memory for its backward, the output is new
-        assert layer._saved.data_ptr() == storage, "Scale did not keep its input"
-    else:
-        assert bottom[0].tensor.data_ptr() == storage, "the forward did not write in place"
+    assert bottom[0].tensor.data_ptr() == storage, "the forward did not write in place"
     y = bottom[0].data.copy()
     bottom[0].diff[...] = dy
     layer.Backward([bottom[0]], [True] * len(bottom), bottom)

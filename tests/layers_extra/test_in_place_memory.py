@@ -2,11 +2,10 @@
 into the blob's own tensor (same memory before and after), the backward leaves the data there,
 and between steps a layer holds no full-size tensor beyond the buffers Caffe itself keeps.
 
-BatchNorm (with batch statistics) and Scale are the exceptions to "same memory", by design,
-when a backward is needed: they write their output to a new tensor and keep the input's memory
-for their backward, where Caffe writes in place and keeps a copy (BatchNorm: x_norm_ plus a
-scratch buffer; Scale: a copy of its input). The blob's memory therefore alternates between two
-buffers: no more than Caffe holds, and no copy per pass."""
+BatchNorm is the one exception to "same memory", by design: it writes its output to a new
+tensor and keeps the input's memory for its backward, where Caffe writes in place and keeps a
+copy of the output (x_norm_) plus a scratch buffer. Its blob's memory therefore alternates
+between two buffers, one fewer than Caffe holds."""
 
 from __future__ import annotations
 
@@ -71,9 +70,8 @@ def test_in_place_layer_keeps_the_blob_memory(net: caffe.Net, name: str) -> None
     layer = net.layer_dict[name]
     ptr = blob.tensor.data_ptr()
     net.forward(start=name, end=name)
-    if name in ("bn", "scale"):  # the input's memory is now what the layer keeps
-        kept = layer.x3 if name == "bn" else layer._saved
-        assert kept.data_ptr() == ptr
+    if name == "bn":  # the input's memory is now what the layer keeps for its backward
+        assert layer.x3.data_ptr() == ptr
         ptr = blob.tensor.data_ptr()
     assert blob.tensor.data_ptr() == ptr, f"{name} forward replaced the blob's memory"
     net.backward(start=name, end=name)
@@ -86,11 +84,11 @@ def test_in_place_layer_keeps_the_blob_memory(net: caffe.Net, name: str) -> None
         f"{CAFFE_BUFFERS[name]}")
 
 
-def test_in_place_chain_after_scale_keeps_the_blob_memory(net: caffe.Net) -> None:
+def test_in_place_chain_after_batch_norm_keeps_the_blob_memory(net: caffe.Net) -> None:
     blob = net.blobs["x"]
-    net.forward(end="scale")
+    net.forward(end="bn")
     ptr = blob.tensor.data_ptr()
-    net.forward(start="relu")
+    net.forward(start="scale")
     assert blob.tensor.data_ptr() == ptr
     net.backward()
     assert blob.tensor.data_ptr() == ptr

@@ -13,7 +13,8 @@ from caffe.proto import caffe_pb2
 
 NET = """
 %s
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } } }
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
   convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.5 } } }
 layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "%s" }

@@ -6,9 +6,8 @@ default 1, ``num_axes`` default 1, -1 for every remaining axis), filled by
 ``scale_param.filler`` (default constant 1). Two bottoms: s is bottom[1], whose shape must match
 bottom[0] from ``axis`` (a scalar matches anywhere). With ``bias_term`` a learned b of the same
 span is the last param blob (blob 1, or blob 0 with two bottoms), filled by
-``scale_param.bias_filler`` (default constant 0). Top shaped like bottom[0]; may run in place: when
-a backward is needed, the input's memory is kept for it (Caffe keeps a copy) and the blob gets
-a new tensor for the output.
+``scale_param.bias_filler`` (default constant 0). Top shaped like bottom[0]; may run in place,
+keeping a copy of the input for the backward as Caffe does.
 
 Backward: dx = dy * s; ds = sum of dy * x over the uncovered axes; db = sum of dy. Caffe's
 bookkeeping is reproduced: ds accumulates into a learned s except when s covers every element
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from caffe._layers.neuron._operand import learned_shape, span
+from caffe._layers.neuron._operand import keep_copy, learned_shape, span
 from caffe.fillers import fill
 from caffe.layer import PASS, Layer
 from caffe.proto import caffe_pb2
@@ -74,18 +73,14 @@ class Scale(Layer):
         s = self.span.expand(self._scale_blob(bottom).tensor)
         in_place = top[0] is bottom[0]
         b = self.bias_span.expand(self.blobs[-1].tensor) if self.bias_term else None
-        if in_place and not self.need_backward:
+        if in_place:
+            if self.need_backward:
+                self._saved = keep_copy(self._saved, x)
+            x.mul_(s)  # two in-place passes beat one broadcasting addcmul on the CPU
             if b is not None:
-                torch.addcmul(b, x, s, out=x)
-            else:
-                x.mul_(s)
-            return
-        y = torch.addcmul(b, x, s) if b is not None else x * s
-        if in_place:  # the input's memory is kept for the scale's gradient (Caffe: a copy)
-            self._saved = x
-            top[0].swap_tensor(y)
+                x.add_(b)
         else:
-            top[0].tensor = y
+            top[0].tensor = torch.addcmul(b, x, s) if b is not None else x * s
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff_tensor
