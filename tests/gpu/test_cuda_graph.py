@@ -157,3 +157,23 @@ def test_batchnorm_global_stats_follow_weight_writes_on_the_gpu():
     second = net.forward(data=x, label=np.zeros(8))["bn"]
     expect = (x - np.array([1, 2], np.float32).reshape(1, 2, 1, 1)) / np.sqrt(1 + 1e-5)
     np.testing.assert_allclose(second, expect, rtol=1e-5, atol=1e-6)
+
+
+@cuda
+def test_a_graphed_batchnorm_follows_new_statistics():
+    """A replayed TEST net must read BatchNorm's statistics each time (the eager path keeps
+    derived values between passes; the graph may not)."""
+    caffe.set_mode_gpu()
+    text = INPUT + ('layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" '
+                    'batch_norm_param { use_global_stats: true } }')
+    net = _net(text, caffe.TEST)
+    net.use_cuda_graph()
+    net.params["bn"][2].data[...] = 1
+    x = np.random.default_rng(3).standard_normal((8, 2, 7, 7)).astype(np.float32)
+    for _ in range(3):  # eager, capture, replay
+        net.forward(data=x, label=np.zeros(8))
+    assert "forward" in net._graph_runner.graphs
+    net.params["bn"][0].data[...] = [1, 2]
+    out = net.forward(data=x, label=np.zeros(8))["bn"]
+    expect = (x - np.array([1, 2], np.float32).reshape(1, 2, 1, 1)) / np.sqrt(1 + 1e-5)
+    np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-6)

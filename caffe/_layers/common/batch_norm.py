@@ -114,9 +114,13 @@ class BatchNorm(Layer):
         they are kept until a blob changes (its storage or torch's in-place version counter,
         which every write there goes through), so a TEST net launches one kernel per
         BatchNorm, not eight; on the CPU NumPy writes bypass that counter, and the few
-        C-sized operations cost little, so they are recomputed every pass."""
+        C-sized operations cost little, so they are recomputed every pass (and inside a
+        captured CUDA graph, which must read the blobs each replay)."""
         blobs = list(self.blobs) + (list(self._fold.blobs) if folded else [])
-        key = (() if blobs[0].tensor.device.type == "cpu" else
+        device = blobs[0].tensor.device
+        # recomputed while a CUDA graph is captured: a replay must derive them from the
+        # blobs' current values, as nothing in Python runs then
+        key = (() if device.type == "cpu" or torch.cuda.is_current_stream_capturing() else
                tuple((b.tensor.data_ptr(), b.tensor._version) for b in blobs) + (dtype, folded))
         if not key or key != self._stats_key:
             mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(dtype) for b in self.blobs)
