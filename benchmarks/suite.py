@@ -322,8 +322,9 @@ def compare(case: Case, cside: CaffeSide, tside: TwinSide, device: torch.device,
     Training results pass through max pooling, whose argmax flips at near-ties under float32
     rounding, so gradients may differ by ~1e-3 on deep conv nets. When the error exceeds
     TOLERANCE and ``reference()`` builds a float64 twin, the verdict is instead whether both
-    sides are equally close to that float64 run: the worst error of each within 3x of the
-    other's (plus TOLERANCE). A formula mistake on either side gives errors of order 1."""
+    is at least about as close to that float64 run as the twin: its worst error within 3x of
+    the twin's (plus TOLERANCE); being closer than the twin is no disagreement. A formula
+    mistake gives errors of order 1."""
     if case.mode in FORWARD_MODES:
         cside.run()
         with torch.no_grad():
@@ -348,7 +349,7 @@ def compare(case: Case, cside: CaffeSide, tside: TwinSide, device: torch.device,
     exact = _train_outcome(ref64, case.mode, steps)
     worst_c = max(rel_err(ours[k], exact[k]) for k in errs)
     worst_t = max(rel_err(theirs[k], exact[k]) for k in errs)
-    ok = max(worst_c, worst_t) <= 3 * min(worst_c, worst_t) + TOLERANCE
+    ok = worst_c <= 3 * worst_t + TOLERANCE
     out.update(ok=ok, float64={"neocaffe_max_rel_err": worst_c, "twin_max_rel_err": worst_t})
     return out
 
