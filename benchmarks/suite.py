@@ -37,6 +37,8 @@ TRAIN_MODES = ("fwdbwd", "solver")
 SOLVER_SETTINGS = {"base_lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 #: relative error (||a - b|| / ||b||) above which the two sides disagree
 TOLERANCE = 1e-4
+#: errors against float64 that max-pooling near-ties alone produce in deep nets' gradients
+NEAR_TIE_NOISE = 5e-3
 #: nets OpenCV DNN is compared on (the targets name CaffeNet and ResNet-50)
 OPENCV_NETS = ("lenet", "cifar10_quick", "caffenet", "googlenet", "resnet50")
 
@@ -322,9 +324,9 @@ def compare(case: Case, cside: CaffeSide, tside: TwinSide, device: torch.device,
     Training results pass through max pooling, whose argmax flips at near-ties under float32
     rounding, so gradients may differ by ~1e-3 on deep conv nets. When the error exceeds
     TOLERANCE and ``reference()`` builds a float64 twin, the verdict is instead whether both
-    is at least about as close to that float64 run as the twin: its worst error within 3x of
-    the twin's (plus TOLERANCE); being closer than the twin is no disagreement. A formula
-    mistake gives errors of order 1."""
+    sides are equally close to that float64 run: the worst error of each within 3x of the
+    other's (plus TOLERANCE), or both below NEAR_TIE_NOISE (one side may just be luckier with
+    its ties). A formula mistake, or one changed weight, gives errors of 1e-2 and more."""
     if case.mode in FORWARD_MODES:
         cside.run()
         with torch.no_grad():
@@ -349,7 +351,7 @@ def compare(case: Case, cside: CaffeSide, tside: TwinSide, device: torch.device,
     exact = _train_outcome(ref64, case.mode, steps)
     worst_c = max(rel_err(ours[k], exact[k]) for k in errs)
     worst_t = max(rel_err(theirs[k], exact[k]) for k in errs)
-    ok = worst_c <= 3 * worst_t + TOLERANCE
+    ok = max(worst_c, worst_t) <= max(3 * min(worst_c, worst_t) + TOLERANCE, NEAR_TIE_NOISE)
     out.update(ok=ok, float64={"neocaffe_max_rel_err": worst_c, "twin_max_rel_err": worst_t})
     return out
 

@@ -5,6 +5,7 @@ beyond what the engine guarantees."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from google.protobuf import text_format
@@ -54,8 +55,8 @@ def _net(stats: str, bn: str, sc: str) -> caffe.Net:
 def test_in_place_batchnorm_and_scale_hold_no_extra_output(global_stats):
     """Global statistics: BatchNorm writes into the blob; batch statistics: it hands the blob
     a new tensor and keeps the old one (its input) for backward, one buffer as Caffe's x_norm.
-    Scale in place keeps one reused copy. Out-of-place and in-place results agree bit for
-    bit."""
+    Scale in place keeps one reused copy. Out-of-place and in-place results agree to float32
+    rounding (in place multiplies then adds; out of place fuses)."""
     in_place, out = _net(global_stats, "z", "z"), _net(global_stats, "n", "s")
     for net in (in_place, out):
         net.params["conv"][0].data[...] = in_place.params["conv"][0].data
@@ -70,4 +71,4 @@ def test_in_place_batchnorm_and_scale_hold_no_extra_output(global_stats):
     else:
         assert [(m["type"], m["kept_for_backward"]) for m in moved] == [("BatchNorm", True)]
     a, b = in_place.forward()["z"], out.forward()["s"]
-    assert (a == b).all()
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
