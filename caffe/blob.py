@@ -85,7 +85,7 @@ class Blob:
     """
 
     __slots__ = ("_t", "_g", "_hd", "_hg", "_hd_state", "_hg_state", "_dtype", "_released",
-                 "_held", "_gheld",
+                 "_held", "_gheld", "_held_id", "_gheld_id",
                  "__weakref__")
 
     def __init__(self, *shape, dtype: torch.dtype = torch.float32,
@@ -102,6 +102,7 @@ class Blob:
         # while one lives, a new tensor is copied into the memory it shows (below)
         self._held: weakref.ref | None = None
         self._gheld: weakref.ref | None = None
+        self._held_id = self._gheld_id = 0  # id() of the tensor each view was made from
 
     # ------------------------------------------------------------------ shape
     @property
@@ -201,10 +202,13 @@ class Blob:
                 f"cannot set a blob of shape {self.shape} to a tensor of shape "
                 f"{tuple(value.shape)}: call blob.reshape first"
             )
-        if self._held is not None and _still_shown(self._held, self._t, value):
+        held = self._held
+        if held is not None and _still_shown(held, self._t, value):
             self._t.copy_(value)  # a NumPy view the user holds keeps showing the blob
         else:
             self._t = value
+            if held is not None and held() is None:
+                self._held = None  # the view is gone: skip the check from now on
         self._hd_state = _HOST_STALE
 
     def swap_tensor(self, value: torch.Tensor) -> None:
@@ -238,6 +242,8 @@ class Blob:
             self._g.copy_(value)
         else:
             self._g = value
+            if self._gheld is not None and self._gheld() is None:
+                self._gheld = None
         self._hg_state = _HOST_STALE
 
     @property
@@ -269,9 +275,13 @@ class Blob:
         """The data as a NumPy array that writes through to the blob."""
         if self._hd_state == _HOST_HEAD:
             return self._hd.numpy()
+        if self._held is not None and self._held_id == id(self._t):
+            arr = self._held()  # the view handed out before, still alive (it keeps its tensor
+            if arr is not None:  # alive, so the id is that tensor's): one object per memory
+                return arr
         arr, self._hd, self._hd_state = self._host(self._t, self._hd, self._hd_state)
-        if self._hd is None:  # a zero-copy view (CPU)
-            self._held = weakref.ref(arr)
+        if self._hd is None and not self._t.requires_grad:  # a zero-copy view of _t itself
+            self._held, self._held_id = weakref.ref(arr), id(self._t)
         return arr
 
     @data.setter
@@ -288,9 +298,13 @@ class Blob:
             # a view into another blob's diff (Concat hands out slices of its top's diff):
             # NumPy writes must not reach that blob, as Caffe's separate memory would not
             self._g = g = g.contiguous() if not g.is_contiguous() else g.clone()
+        if self._gheld is not None and self._gheld_id == id(g):
+            arr = self._gheld()
+            if arr is not None:
+                return arr
         arr, self._hg, self._hg_state = self._host(g, self._hg, self._hg_state)
-        if self._hg is None:
-            self._gheld = weakref.ref(arr)
+        if self._hg is None and not g.requires_grad:
+            self._gheld, self._gheld_id = weakref.ref(arr), id(g)
         return arr
 
     @diff.setter

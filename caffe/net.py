@@ -576,6 +576,8 @@ class Net:
         self._diff_release = [tuple(self._blobs[b] for b in drop if b not in keep)
                               for drop in plan]
         self._graph_release = [layer._record_bottoms is not None for layer in self._layers]
+        self._no_release: list[tuple[Blob, ...]] = [()] * len(self._layers)
+        self._no_graph_release = [False] * len(self._layers)
 
     # ------------------------------------------------------------------ device
     def _sync_device(self) -> None:
@@ -653,8 +655,9 @@ class Net:
         li = start
         inspect = self.debug_info or self.check_nan
         if release_diffs and not (before or after or inspect):
-            self._backward_releasing(start, end)
-            return
+            release, graphs = self._diff_release, self._graph_release
+        else:  # nothing to drop: every diff stays, as in Caffe
+            release, graphs = self._no_release, self._no_graph_release
         try:
             with torch.no_grad():
                 for li in range(start, end - 1, -1):
@@ -662,28 +665,14 @@ class Net:
                         cb(li)
                     if need[li]:
                         layers[li].backward(tops[li], bneed[li], bottoms[li])
-                        if inspect:
-                            self._inspect_backward(li)
-                    for cb in after:
-                        cb(li)
-        except Exception as e:
-            _raise_from(layers[li], "backward", e)
-
-    def _backward_releasing(self, start: int, end: int) -> None:
-        """The backward loop of a releasing pass (no callbacks, no inspection)."""
-        layers, bottoms, tops = self._layers, self._bottom_vecs, self._top_vecs
-        need, bneed = self._layer_need_backward, self._bottom_need_backward
-        release, graphs = self._diff_release, self._graph_release
-        li = start
-        try:
-            with torch.no_grad():
-                for li in range(start, end - 1, -1):
-                    if need[li]:
-                        layers[li].backward(tops[li], bneed[li], bottoms[li])
                         if graphs[li]:
                             layers[li]._graph = None
+                        if inspect:
+                            self._inspect_backward(li)
                     for blob in release[li]:
                         blob.release_diff()
+                    for cb in after:
+                        cb(li)
         except Exception as e:
             _raise_from(layers[li], "backward", e)
 

@@ -77,3 +77,21 @@ def test_a_held_view_does_not_disturb_layers_that_keep_their_input():
         grads.append(net.blobs["data"].diff.copy())
         del view
     np.testing.assert_array_equal(grads[0], grads[1])
+
+
+FLAT_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "flat" type: "Flatten" bottom: "ip" top: "flat" }
+"""
+
+
+def test_a_held_view_of_a_flattened_blob_follows_new_inputs():
+    """Flatten's top shares its bottom's memory; a view of it keeps showing the new values."""
+    net = caffe.Net(text_format.Parse(FLAT_NET, caffe_pb2.NetParameter()), caffe.TEST)
+    rng = np.random.default_rng(4)
+    held = net.forward(data=rng.standard_normal((2, 3)))["flat"]
+    for _ in range(2):
+        net.forward(data=rng.standard_normal((2, 3)))
+        np.testing.assert_array_equal(held, net.blobs["ip"].data)
