@@ -197,6 +197,13 @@ class Layer:
         return [getattr(b, "blob", b) for b in blobs]
 
     @classmethod
+    def may_compute_in_place(cls) -> bool:
+        """Whether a top may be the bottom at the same index: when the class allows it, or when
+        it was written outside neocaffe (a Python layer, a fork type registered by the user),
+        whose author decides, as in Caffe."""
+        return cls.allows_in_place or not cls.__module__.startswith("caffe.")
+
+    @classmethod
     def uses_autograd(cls) -> bool:
         """True when the class relies on the autograd backward (defines no backward)."""
         return cls.has_backward and cls.backward is Layer.backward
@@ -234,6 +241,12 @@ class Layer:
         """Check blob counts, run setup and reshape, and apply loss weights (Caffe's
         Layer::SetUp)."""
         self._check_blob_counts(bottom, top)
+        if not self.may_compute_in_place():
+            for j, (b, t) in enumerate(zip(bottom, top)):
+                if getattr(b, "blob", b) is getattr(t, "blob", t):
+                    raise LayerSetupError(
+                        f"Layer '{self.name}' ({self.type}) does not allow in-place computation "
+                        f"(top {j} is bottom {j}): give the top a name different from its bottom")
         self.setup(bottom, top)
         self.reshape(bottom, top)
         weights = list(self.layer_param.loss_weight)

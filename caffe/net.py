@@ -182,15 +182,6 @@ def create_layer(lp: caffe_pb2.LayerParameter, phase: Phase,
     return layer
 
 
-def _may_run_in_place(layer: Layer) -> bool:
-    """Whether ``layer`` may have a top that is its bottom: when its class allows it, or when
-    it was written outside neocaffe (a Python layer, a fork type registered by the user), whose
-    author decides, as in Caffe."""
-    cls = type(layer)
-    return cls.allows_in_place or layer.type == "Python" or not cls.__module__.startswith(
-        "caffe.")
-
-
 def _describe(layer: Layer) -> str:
     if layer.type == "Python":
         return (f"Layer '{layer.name}' (Python, module '{layer.layer_param.python_param.module}',"
@@ -338,7 +329,7 @@ class Net:
                 if j < len(lp.top):
                     tname = lp.top[j]
                     if j < len(lp.bottom) and lp.bottom[j] == tname:
-                        if not _may_run_in_place(layer):
+                        if not layer.may_compute_in_place():
                             raise NetDefinitionError(
                                 f"Layer '{lp.name}' ({lp.type}) cannot compute in place (top "
                                 f"'{tname}' is also its bottom): give the top a new name")

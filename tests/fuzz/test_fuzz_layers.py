@@ -16,7 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import caffe
-from caffe._layers.base import NeuronLayer
 from caffe.errors import CaffeError
 from caffe.proto import caffe_pb2
 from caffe.registry import layer_type_list
@@ -40,9 +39,6 @@ def _own_params(type_name: str) -> list[str]:
     return [p for p in _PARAMS if p[:-6].replace("_", "") == norm]
 
 
-#: layers that may compute in place. Others (a loss, Tile...) computing in place corrupt their
-#: bottom when they reshape their top; the net does not refuse that yet (reported).
-IN_PLACE = (NeuronLayer, *(caffe.registry.layer_class(t) for t in ("BatchNorm", "Scale", "Bias")))
 INTS = st.one_of(st.integers(1, 4), st.integers(-2, 6))
 FLOATS = st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, 1e-8, -0.25, 3.0, math.nan, math.inf])
 STRINGS = st.sampled_from(["", "gaussian", "xavier", "constant", "bogus", "SUM",
@@ -110,7 +106,7 @@ def _layer(draw, param: caffe_pb2.NetParameter, type_name: str, name: str,
     else:
         n_top = _count(draw, cls.exact_num_top_blobs, cls.min_top_blobs, cls.max_top_blobs)
     tops = [f"{name}_t{i}" for i in range(n_top)]
-    if lp.bottom and n_top and issubclass(cls, IN_PLACE) and draw(st.integers(0, 3)) == 0:
+    if lp.bottom and n_top and cls.allows_in_place and draw(st.integers(0, 3)) == 0:
         tops[0] = lp.bottom[0]  # in place
     lp.top.extend(tops)
     for p in _own_params(type_name):

@@ -6,17 +6,12 @@ from __future__ import annotations
 import torch
 
 from caffe._layers.base import NeuronLayer
-from caffe.errors import LayerSetupError
 from caffe.registry import register_layer
 
 
 @register_layer("AbsVal")
 class AbsVal(NeuronLayer):
-    def setup(self, bottom, top):
-        if top[0] is bottom[0]:
-            raise LayerSetupError(
-                f"Layer '{self.name}' (AbsVal) does not allow in-place computation: give its "
-                "top a name different from its bottom")
+    allows_in_place = False
 
     def forward(self, bottom, top):
         top[0].tensor = torch.abs(bottom[0].tensor)

@@ -67,12 +67,6 @@ class ViewLayer(Layer):
     def top_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        if top[0] is bottom[0]:
-            raise LayerSetupError(
-                f"{where(self)}: in-place computation is not allowed (the top is the bottom); "
-                "give the top another name")
-
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         top[0].reshape(self.top_shape(bottom[0].shape))
         self.forward(bottom, top)
