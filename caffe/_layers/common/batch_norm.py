@@ -76,21 +76,19 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             folded = (self._fold is not None
                       and PASS.fold_from <= self._fold_index < PASS.fold_to)
-            mean, var, self.invstd, shift, mul, add = self._global_stats(x.dtype, folded)
-            if folded or top[0] is bottom[0]:
-                # x * invstd - mean * invstd as F.batch_norm computes it; folded, the Scale's
-                # s and b ride along: x * (invstd s) + (shift s + b)
+            mean, var, self.invstd, mul, add = self._global_stats(x.dtype, folded)
+            if top[0] is not bottom[0]:
+                w = b = None
+                if folded:  # the Scale's s (and b) are batch_norm's affine terms
+                    w, *rest = (p.tensor for p in self._fold.blobs)
+                    b = rest[0] if rest else None
+                y = F.batch_norm(x3, mean, var, w, b, False, 0.0, self.eps)
+            else:  # x * mul + add: invstd and -mean invstd, times s (plus b) when folded
                 shape = (1, self.channels, 1)
-                if top[0] is not bottom[0]:
-                    top[0].tensor = torch.addcmul(add.view(shape), x3, mul.view(shape)).view(
-                        x.shape)
-                    return
                 x3.mul_(mul.view(shape)).add_(add.view(shape))  # faster than one addcmul
                 if x3.data_ptr() == x.data_ptr():
                     return
                 y = x3
-            else:
-                y = F.batch_norm(x3, mean, var, None, None, False, 0.0, self.eps)
         else:
             self.x3 = x3
             y = self._batch_forward(x3)
@@ -110,7 +108,9 @@ class BatchNorm(Layer):
             scale.folded_at = index
 
     def _global_stats(self, dtype: torch.dtype, folded: bool) -> tuple[torch.Tensor, ...]:
-        """(mean, var, 1/sqrt(var + eps), -mean/sqrt(var + eps)) from the stored sums. On a GPU
+        """(mean, var, invstd = 1/sqrt(var + eps), mul, add) from the stored sums, where
+        x * mul + add normalizes x (mul = invstd, add = -mean invstd; times the folded Scale's
+        s, plus its b). On a GPU
         they are kept until a blob changes (its storage or torch's in-place version counter,
         which every write there goes through), so a TEST net launches one kernel per
         BatchNorm, not eight; on the CPU NumPy writes bypass that counter, and the few
@@ -127,12 +127,11 @@ class BatchNorm(Layer):
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
             mean, var = mean_sum * inv, var_sum * inv
             invstd = var.add(self.eps).rsqrt_()
-            shift = -mean * invstd
-            mul, add = invstd, shift
+            mul, add = invstd, -mean * invstd
             if folded:
                 s, *b = (blob.tensor.to(dtype) for blob in self._fold.blobs)
-                mul, add = invstd * s, torch.addcmul(b[0], shift, s) if b else shift * s
-            self._stats = (mean, var, invstd, shift, mul, add)
+                mul, add = invstd * s, torch.addcmul(b[0], add, s) if b else add * s
+            self._stats = (mean, var, invstd, mul, add)
             self._stats_key = key
         return self._stats
 
