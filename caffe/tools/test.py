@@ -15,14 +15,7 @@ import torch
 from caffe._common import LOG, init_log
 from caffe.errors import CaffeError
 from caffe.layer import TEST
-from caffe.net import Net
-from caffe.tools.train import (
-    add_device_arguments,
-    add_import_path,
-    gpu_ids,
-    stages_from,
-    use_devices,
-)
+from caffe.tools.train import add_device_arguments, net_from_args
 
 COMMAND = "test"
 HELP = "score a model: mean outputs over a number of test batches"
@@ -37,16 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     init_log()
-    if not args.model:
-        raise CaffeError("Need a model definition to score: caffe test -model net.prototxt")
-    if not args.weights:
+    if args.model and not args.weights:
         raise CaffeError("Need model weights to score: caffe test -weights x.caffemodel")
-    if args.iterations <= 0:
-        raise CaffeError(f"-iterations must be positive, got {args.iterations}")
-    use_devices(gpu_ids(args.gpu), args.precision)
-    add_import_path(args.model)
-    net = Net(args.model, TEST, level=args.level, stages=stages_from(args.stage),
-              weights=args.weights, allow_python_layers=not args.no_python_layers)
+    net = net_from_args(args, "test", "score", TEST, args.weights)
     LOG.info("Running for %d iterations.", args.iterations)
     names = [name for name in net.outputs for _ in range(net.blobs[name].count)]
     total = torch.zeros(len(names), dtype=torch.float64)

@@ -14,16 +14,8 @@ import time
 import torch
 
 from caffe._common import LOG, STATE, init_log
-from caffe.errors import CaffeError
 from caffe.layer import Phase
-from caffe.net import Net
-from caffe.tools.train import (
-    add_device_arguments,
-    add_import_path,
-    gpu_ids,
-    stages_from,
-    use_devices,
-)
+from caffe.tools.train import add_device_arguments, net_from_args
 
 COMMAND = "time"
 HELP = "benchmark a model: average forward/backward time per layer"
@@ -46,16 +38,9 @@ def _clock() -> float:
 
 def run(args: argparse.Namespace) -> int:
     init_log()
-    if not args.model:
-        raise CaffeError("Need a model definition to time: caffe time -model net.prototxt")
-    if args.iterations <= 0:
-        raise CaffeError(f"-iterations must be positive, got {args.iterations}")
-    use_devices(gpu_ids(args.gpu), args.precision)
-    add_import_path(args.model)
     phase = Phase[args.phase]
     train = phase == Phase.TRAIN
-    net = Net(args.model, phase, level=args.level, stages=stages_from(args.stage),
-              allow_python_layers=not args.no_python_layers)
+    net = net_from_args(args, "time", "time", phase)
     LOG.info("Performing Forward")
     LOG.info("Initial loss: %g", net._forward())
     if train:

@@ -36,6 +36,7 @@ from caffe._common import (
     set_precision,
 )
 from caffe.errors import CaffeError, SolverError
+from caffe.net import Net
 from caffe.proto import caffe_pb2
 from caffe.solvers import Solver, SolverAction, solver_class
 from caffe.solvers.solver import read_solver_param
@@ -98,6 +99,21 @@ def add_import_path(model_file: str) -> None:
     folder = os.path.dirname(os.path.abspath(model_file))
     if folder not in sys.path:
         sys.path.insert(0, folder)
+
+
+def net_from_args(args: argparse.Namespace, command: str, verb: str, phase: int,
+                  weights: str = "") -> Net:
+    """The net that the command line of ``caffe test`` / ``caffe time`` names: checks -model
+    and -iterations, selects the device and precision, and builds it."""
+    if not args.model:
+        raise CaffeError(f"Need a model definition to {verb}: caffe {command} -model "
+                         "net.prototxt")
+    if args.iterations <= 0:
+        raise CaffeError(f"-iterations must be positive, got {args.iterations}")
+    use_devices(gpu_ids(args.gpu), args.precision)
+    add_import_path(args.model)
+    return Net(args.model, phase, level=args.level, stages=stages_from(args.stage),
+               weights=weights or None, allow_python_layers=not args.no_python_layers)
 
 
 # ---------------------------------------------------------------------------- signals
