@@ -4,9 +4,10 @@ A net's layers launch hundreds of small kernels per pass from Python; on a fast 
 overhead, not the arithmetic, sets the pace of small nets. A CUDA graph records the kernels of
 one pass once and replays them with a single launch.
 
-The net is split into an *eager prefix* (data layers, Python layers, layers whose output shape
-depends on the data: anything whose class sets ``graph_safe = False``; none of them may need a
-backward) and the *graphed body*, every later layer. Each call runs the prefix as usual, then
+The net is split into an *eager prefix* (data layers, layers whose output shape depends on the
+data, Python layers: anything whose class sets ``graph_safe = False`` or was written outside
+neocaffe, ``Layer.may_be_graphed``; none of them may need a backward) and the *graphed body*,
+every later layer. Each call runs the prefix as usual, then
 replays the body: ``forward`` replays a forward graph, ``forward_backward`` (what
 ``solver.step`` calls) a forward+backward graph.
 
@@ -39,10 +40,6 @@ from caffe.blob import _HOST_HEAD, RELEASED, Blob
 
 #: relative tolerance of the replay-vs-eager check (float32 noise of reordered reductions)
 RTOL = 1e-4
-
-
-def _safe(layer) -> bool:
-    return bool(getattr(layer, "graph_safe", True)) and layer.type != "Python"
 
 
 class _Graph:
@@ -198,7 +195,7 @@ class GraphRunner:
         net = self.net
         layers = net._layers
         start = len(layers)
-        while start > 0 and _safe(layers[start - 1]):
+        while start > 0 and layers[start - 1].may_be_graphed():
             start -= 1
         if start == len(layers):
             why = "its last layer cannot be graphed"

@@ -81,7 +81,8 @@ class Layer:
     torch_blobs: ClassVar[bool] = False
     #: whether a pass through this layer can be recorded as a CUDA graph (``Net.use_cuda_graph``):
     #: False for layers that read files or host memory, wait for the device, or whose top
-    #: shapes depend on the data. Python layers are never graphed.
+    #: shapes depend on the data. Layers written outside neocaffe are never graphed
+    #: (``may_be_graphed``).
     graph_safe: ClassVar[bool] = True
     #: whether a top may be the bottom at the same index (in-place computation); the net
     #: refuses in-place wiring for built-in layers that do not allow it. Layers written
@@ -202,6 +203,12 @@ class Layer:
         it was written outside neocaffe (a Python layer, a fork type registered by the user),
         whose author decides, as in Caffe."""
         return cls.allows_in_place or not cls.__module__.startswith("caffe.")
+
+    @classmethod
+    def may_be_graphed(cls) -> bool:
+        """Whether the class declares itself ``graph_safe``; Python layers and other classes
+        written outside neocaffe may run host code, so they are not."""
+        return cls.graph_safe and cls.__module__.startswith("caffe.")
 
     @classmethod
     def uses_autograd(cls) -> bool:
