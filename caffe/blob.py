@@ -197,11 +197,7 @@ class Blob:
 
     @tensor.setter
     def tensor(self, value: torch.Tensor) -> None:
-        if value.shape != self._t.shape:
-            raise ShapeMismatchError(
-                f"cannot set a blob of shape {self.shape} to a tensor of shape "
-                f"{tuple(value.shape)}: call blob.reshape first"
-            )
+        self._check_shape(value, "")
         held = self._held
         if held is not None and _still_shown(held, self._t, value):
             self._t.copy_(value)  # a NumPy view the user holds keeps showing the blob
@@ -211,14 +207,17 @@ class Blob:
                 self._held = None  # the view is gone: skip the check from now on
         self._hd_state = _HOST_STALE
 
+    def _check_shape(self, value: torch.Tensor, what: str) -> None:
+        if value.shape != self._t.shape:
+            raise ShapeMismatchError(
+                f"cannot set {what}a blob of shape {self.shape} to a tensor of shape "
+                f"{tuple(value.shape)}: call blob.reshape first")
+
     def swap_tensor(self, value: torch.Tensor) -> None:
         """Hand the blob a new data tensor and let go of the old memory, which the caller keeps
         (an in-place layer keeping its input for the backward): unlike assigning ``tensor``,
         nothing is copied into the old memory for NumPy views taken earlier."""
-        if value.shape != self._t.shape:
-            raise ShapeMismatchError(
-                f"cannot set a blob of shape {self.shape} to a tensor of shape "
-                f"{tuple(value.shape)}: call blob.reshape first")
+        self._check_shape(value, "")
         self._t = value
         self._held = None
         self._hd_state = _HOST_STALE
@@ -232,11 +231,7 @@ class Blob:
 
     @diff_tensor.setter
     def diff_tensor(self, value: torch.Tensor) -> None:
-        if value.shape != self._t.shape:
-            raise ShapeMismatchError(
-                f"cannot set the diff of a blob of shape {self.shape} to a tensor of shape "
-                f"{tuple(value.shape)}"
-            )
+        self._check_shape(value, "the diff of ")
         if self._gheld is not None and self._g is not None and _still_shown(
                 self._gheld, self._g, value):
             self._g.copy_(value)
