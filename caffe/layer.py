@@ -26,10 +26,10 @@ from caffe.proto import caffe_pb2
 
 
 class _Pass:
-    """What the net allows during the forward pass it is running: layers ``fold_from`` to
-    ``fold_to`` may fold into one another (a BatchNorm applying the in-place Scale after it):
-    the range is empty outside whole, uninspected passes (no callbacks, debug_info or NaN
-    check), where every intermediate value must be observable."""
+    """What the net allows during the pass (forward or backward) it is running: layers
+    ``fold_from`` to ``fold_to`` may fold into one another (a BatchNorm applying the in-place
+    Scale after it): the range is empty outside uninspected passes (no callbacks, debug_info or
+    NaN check), where every intermediate value must be observable."""
 
     fold_from = 1
     fold_to = 0
@@ -89,6 +89,12 @@ class Layer:
     #: outside neocaffe (Python layers, user-registered types) are not checked: as in Caffe,
     #: their author decides.
     allows_in_place: ClassVar[bool] = False
+    #: whether ``reshape`` is a function of the bottom, top and parameter blob shapes alone
+    #: (and of settings fixed at setup): the net then skips it while none of those shapes
+    #: changed since its last call. False for layers whose top shapes follow the data (Filter)
+    #: or that read files or host memory; layers written outside neocaffe are always
+    #: reshaped (``may_skip_reshape``), as Caffe reshapes every layer before every forward.
+    reshape_by_shapes: ClassVar[bool] = True
 
     def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,
                  phase: Phase | None = None) -> None:
@@ -203,6 +209,12 @@ class Layer:
         it was written outside neocaffe (a Python layer, a fork type registered by the user),
         whose author decides, as in Caffe."""
         return cls.allows_in_place or not cls.__module__.startswith("caffe.")
+
+    @classmethod
+    def may_skip_reshape(cls) -> bool:
+        """Whether the net may skip ``reshape`` while the blob shapes stay the same: when the
+        class declares ``reshape_by_shapes`` and was written inside neocaffe."""
+        return cls.reshape_by_shapes and cls.__module__.startswith("caffe.")
 
     @classmethod
     def may_be_graphed(cls) -> bool:

@@ -527,17 +527,26 @@ class Net:
         self._blobs_dict = OrderedDict(zip(self._blob_names, self._blobs))
         self._plan_diff_release()
         self._plan_folding()
+        self._plan_reshape_skips()
 
     def _plan_folding(self) -> None:
-        """Let each BatchNorm with global statistics apply the per-channel Scale that follows
-        it in place (ResNet's BatchNorm + Scale pairs): one pass over the blob instead of two,
-        as PyTorch's affine batch norm. Only where neither needs a backward; the blob holds
-        the same value after the pair either way."""
+        """Let each BatchNorm apply the per-channel Scale that follows it in place (ResNet's
+        BatchNorm + Scale pairs), as PyTorch's affine batch norm: one pass over the blob
+        instead of two, each way. With global statistics only where neither needs a backward
+        (its in-place output leaves no input to differentiate the Scale with); with batch
+        statistics when the BatchNorm runs in place too (otherwise its top's diff, which a
+        user may read after the backward, would have to be written as well). The blobs and
+        diffs hold the same values after the pair either way."""
         layers, need = self._layers, self._layer_need_backward
         for li in range(len(layers) - 1):
             bn, sc = layers[li], layers[li + 1]
-            if (bn.type == "BatchNorm" and sc.type == "Scale" and bn.use_global_stats
-                    and not (need[li] or need[li + 1])
+            if bn.type != "BatchNorm":
+                continue
+            if bn.use_global_stats:
+                foldable = not (need[li] or need[li + 1])
+            else:
+                foldable = self._top_vecs[li][0] is self._bottom_vecs[li][0]
+            if (foldable and sc.type == "Scale"
                     and len(self._bottom_vecs[li + 1]) == 1
                     and self._bottom_vecs[li + 1][0] is self._top_vecs[li][0]
                     and self._top_vecs[li + 1][0] is self._top_vecs[li][0]):
@@ -569,6 +578,29 @@ class Net:
         self._graph_release = [layer._record_bottoms is not None for layer in self._layers]
         self._no_release: list[tuple[Blob, ...]] = [()] * len(self._layers)
         self._no_graph_release = [False] * len(self._layers)
+
+    def _plan_reshape_skips(self) -> None:
+        """The blobs whose shapes decide each layer's reshape (bottoms, tops, parameters) for
+        the layers that may skip it (``Layer.may_skip_reshape``); None for the others, which
+        are reshaped before every forward. ``_reshape_keys`` holds those shapes as they were
+        after the layer's last reshape."""
+        self._shape_blobs: list[tuple[Blob, ...] | None] = [
+            tuple(self._bottom_vecs[li]) + tuple(self._top_vecs[li]) + tuple(layer.blobs)
+            if layer.may_skip_reshape() else None for li, layer in enumerate(self._layers)]
+        self._reshape_keys: list[tuple | None] = [None] * len(self._layers)
+
+    def _reshape_layer(self, li: int) -> None:
+        """Caffe's reshape before a layer's forward, skipped when the layer's reshape depends
+        on blob shapes alone and none of them changed since its last reshape (a reshape costs
+        several microseconds of Python, which launch-bound GPU passes pay per layer)."""
+        blobs = self._shape_blobs[li]
+        if blobs is None:
+            self._layers[li].reshape(self._bottom_vecs[li], self._top_vecs[li])
+            return
+        key = tuple([b._t.shape for b in blobs])
+        if key != self._reshape_keys[li]:
+            self._layers[li].reshape(self._bottom_vecs[li], self._top_vecs[li])
+            self._reshape_keys[li] = tuple([b._t.shape for b in blobs])
 
     # ------------------------------------------------------------------ device
     def _sync_device(self) -> None:
@@ -603,7 +635,7 @@ class Net:
                         cb(li)
                     layer = layers[li]
                     stage = "reshape"
-                    layer.reshape(bottoms[li], tops[li])
+                    self._reshape_layer(li)
                     stage = "forward"
                     layer._forward(bottoms[li], tops[li])
                     for cb in after:
@@ -649,6 +681,8 @@ class Net:
             release, graphs = self._diff_release, self._graph_release
         else:  # nothing to drop: every diff stays, as in Caffe
             release, graphs = self._no_release, self._no_graph_release
+        if not (inspect or before or after):
+            PASS.fold_from, PASS.fold_to = end, start
         try:
             with torch.no_grad():
                 for li in range(start, end - 1, -1):
@@ -666,6 +700,8 @@ class Net:
                         cb(li)
         except Exception as e:
             _raise_from(layers[li], "backward", e)
+        finally:
+            PASS.fold_from, PASS.fold_to = 1, 0
 
     def _check_finite(self, li: int, t: torch.Tensor, what: str, stage: str) -> None:
         bad = ~torch.isfinite(t)
@@ -931,9 +967,10 @@ class Net:
 
     def reshape(self) -> None:
         """Re-run every layer's reshape (after an input blob changed shape)."""
+        self._reshape_keys = [None] * len(self._layers)
         for li, layer in enumerate(self._layers):
             try:
-                layer.reshape(self._bottom_vecs[li], self._top_vecs[li])
+                self._reshape_layer(li)
             except Exception as e:
                 _raise_from(layer, "reshape", e)
 

@@ -16,6 +16,7 @@ from caffe.registry import register_layer
 @register_layer("Filter")
 class Filter(Layer):
     graph_safe = False
+    reshape_by_shapes = False  # the kept items follow the selector's values
     min_bottom_blobs = 2
     min_top_blobs = 1
     no_force_backward_bottoms = (-1,)  # the selector

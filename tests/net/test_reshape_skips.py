@@ -1,0 +1,112 @@
+"""The net skips a built-in layer's reshape while the shapes it depends on (bottoms, tops,
+parameters) are unchanged, and runs it whenever one of them changed, for Filter (whose top
+follows the selector's values) and for layers written outside neocaffe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import caffe
+from caffe.errors import CaffeError
+
+from nets import IP_FILLERS, make_net
+
+NET = """
+layer { name: "input" type: "Input" top: "data" top: "sel"
+        input_param { shape { dim: 4 dim: 3 } shape { dim: 4 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+        inner_product_param { num_output: 2 %s } }
+layer { name: "relu" type: "ReLU" bottom: "fc" top: "fc" }
+layer { name: "filter" type: "Filter" bottom: "fc" bottom: "sel" top: "kept" }
+""" % IP_FILLERS
+
+
+def _count_reshapes(net: caffe.Net) -> dict[str, int]:
+    """Wrap every layer's reshape with a call counter (per layer name)."""
+    calls = dict.fromkeys(net._layer_names, 0)
+    for name, layer in zip(net._layer_names, net.layers):
+        orig = layer.reshape
+
+        def counted(bottom, top, _orig=orig, _name=name):
+            calls[_name] += 1
+            return _orig(bottom, top)
+        layer.reshape = counted
+    return calls
+
+
+def _net() -> tuple[caffe.Net, dict[str, int]]:
+    net = make_net(NET, caffe.TEST)
+    net.blobs["data"].data[...] = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    net.blobs["sel"].data[...] = [1, 0, 1, 1]
+    return net, _count_reshapes(net)
+
+
+def test_unchanged_shapes_skip_the_reshape_after_the_first_forward():
+    net, calls = _net()
+    for _ in range(3):
+        net.forward()
+    assert calls["fc"] == 1 and calls["relu"] == 1
+    assert calls["filter"] == 3  # its top shape follows the selector's values
+
+
+def test_a_new_input_shape_reshapes_the_layers_again():
+    net, calls = _net()
+    net.forward()
+    net.blobs["data"].reshape(2, 3)
+    net.blobs["sel"].reshape(2)
+    net.blobs["data"].data[...] = 1.0
+    net.blobs["sel"].data[...] = [0, 1]
+    out = net.forward()
+    assert calls["fc"] == 2 and calls["relu"] == 2
+    assert net.blobs["fc"].shape == (2, 2) and out["kept"].shape == (1, 2)
+
+
+def test_a_top_reshaped_by_hand_is_reshaped_back():
+    net, calls = _net()
+    net.forward()
+    net.blobs["fc"].reshape(7, 2)
+    net.forward()
+    assert calls["fc"] == 2
+    assert net.blobs["fc"].shape == (4, 2)
+
+
+def test_a_reshaped_parameter_reaches_the_layer_check():
+    net, calls = _net()
+    net.forward()
+    net.params["fc"][0].reshape(2, 5)  # net surgery gone wrong: the reshape must object
+    with pytest.raises(CaffeError, match="fc"):
+        net.forward()
+    assert calls["fc"] == 2
+
+
+def test_net_reshape_runs_every_reshape():
+    net, calls = _net()
+    net.forward()
+    net.reshape()
+    assert all(n == 2 for n in calls.values())
+    net.forward()
+    assert calls["fc"] == 2
+
+
+def test_skipping_gives_the_same_outputs():
+    net, _ = _net()
+    first = {k: v.copy() for k, v in net.forward().items()}
+    again = net.forward()
+    for k in first:
+        np.testing.assert_array_equal(first[k], again[k])
+
+
+def test_python_layers_are_reshaped_before_every_forward(python_layer_module):
+    net = make_net("""
+    layer { name: "input" type: "Input" top: "data" top: "label"
+            input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+    layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+            inner_product_param { num_output: 2 %s } }
+    layer { name: "loss" type: "Python" bottom: "fc" bottom: "label" top: "loss"
+            python_param { module: "%s" layer: "EuclideanLoss" } loss_weight: 1 }
+    """ % (IP_FILLERS, python_layer_module))
+    calls = _count_reshapes(net)
+    for _ in range(3):
+        net.forward()
+    assert calls["loss"] == 3 and calls["fc"] == 1
