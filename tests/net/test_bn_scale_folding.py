@@ -1,6 +1,7 @@
-"""A BatchNorm with global statistics applies the in-place Scale after it within its own pass
-(one pass over the blob, like PyTorch's affine batch norm) in whole, uninspected forwards; the
-values are those of running both layers."""
+"""A BatchNorm applies the in-place Scale after it within its own pass (one pass over the
+blob, like PyTorch's affine batch norm) in uninspected passes: forward only with global
+statistics, forward and backward with batch statistics. Data, diffs, parameter diffs and
+running statistics are those of running both layers."""
 
 from __future__ import annotations
 
@@ -64,7 +65,77 @@ def test_a_partial_forward_runs_the_layers_separately():
     np.testing.assert_allclose(net.blobs["conv"].data, expect, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs", [{"force_backward": True}, {"phase": caffe.TRAIN}])
-def test_no_folding_where_a_backward_or_batch_statistics_are_needed(kwargs):
-    net = _net(**kwargs)
+def test_no_folding_of_global_statistics_where_a_backward_is_needed():
+    net = _net(force_backward=True)
     assert net.layer_dict["scale"].folded_at is None
+
+
+def _train_state(net: caffe.Net) -> dict[str, np.ndarray]:
+    out = {name: b.data.copy() for name, b in net.blobs.items()}
+    out.update({f"{name} diff": b.diff.copy() for name, b in net.blobs.items()})
+    for name, blobs in net.params.items():
+        for j, b in enumerate(blobs):
+            out[f"{name}[{j}]"] = b.data.copy()
+            out[f"{name}[{j}] diff"] = b.diff.copy()
+    return out
+
+
+def _train_net(in_place: bool = True, bias: bool = True, batch: int = 2) -> caffe.Net:
+    net = _net(in_place, bias, force_backward=True, phase=caffe.TRAIN)
+    if batch != 2:
+        net.blobs["data"].reshape(batch, 3, 5, 5)
+        net.blobs["data"].data[...] = np.random.default_rng(4).standard_normal((batch, 3, 5, 5))
+        net.reshape()
+    top = net.blobs[net.outputs[0]]
+    top.diff[...] = np.random.default_rng(5).standard_normal(top.shape)
+    return net
+
+
+def _check_equal(got: dict, expect: dict) -> None:
+    assert got.keys() == expect.keys()
+    for k in expect:
+        np.testing.assert_allclose(got[k], expect[k], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+def _unfolded_step(net: caffe.Net) -> dict[str, np.ndarray]:
+    net.before_forward(lambda li: None)  # callbacks: every layer runs on its own
+    net.before_backward(lambda li: None)
+    net.forward()
+    net.backward()
+    return _train_state(net)
+
+
+def test_batch_statistics_fold_only_an_in_place_batchnorm():
+    """Out of place, the BatchNorm's top diff must end up holding the Scale's bottom diff."""
+    assert _train_net(in_place=False).layer_dict["scale"].folded_at is None
+
+
+@pytest.mark.parametrize("bias, batch", [(True, 2), (False, 2), (True, 1)])
+def test_batch_statistics_fold_forward_and_backward(bias, batch):
+    in_place = True
+    net = _train_net(in_place, bias, batch)
+    assert net.layer_dict["scale"].folded_at is not None
+    for _ in range(2):  # running sums and accumulated parameter diffs of two passes
+        net.forward()
+        net.backward()
+    assert net.layer_dict["bn"].applied_scale
+    ref = _train_net(in_place, bias, batch)
+    _unfolded_step(ref)
+    _check_equal(_train_state(net), _unfolded_step(ref))
+
+
+def test_a_backward_that_stops_between_the_pair_runs_the_scale_on_its_own():
+    net, ref = _train_net(), _train_net()
+    net.forward()  # folded
+    net.backward(start="relu", end="scale")
+    net.backward(start="bn")
+    expect = _unfolded_step(ref)
+    _check_equal(_train_state(net), expect)
+
+
+def test_a_folded_forward_with_an_inspected_backward():
+    net, ref = _train_net(), _train_net()
+    net.forward()  # folded
+    net.before_backward(lambda li: None)
+    net.backward()
+    _check_equal(_train_state(net), _unfolded_step(ref))

@@ -10,13 +10,15 @@ default) mean = mean_sum / factor and var = var_sum / factor (0 when factor is 0
 bottom and top: (N, C, ...) or (N,); blobs: mean_sum (C,), var_sum (C,), factor (1,). The blobs
 get no gradient. In place, global statistics are applied in the blob's memory; batch statistics
 give the blob a new tensor and keep the old one (the input) for backward, one buffer as Caffe's
-x_norm."""
+x_norm. The net may fold the per-channel Scale that follows in place into this layer
+(``fold_scale``): y = xhat * s + b in one pass, and in training one backward for both."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from caffe._layers.neuron._operand import affine_
 from caffe.errors import LayerSetupError
 from caffe.layer import PASS, Layer, Phase
 from caffe.registry import register_layer
@@ -60,6 +62,8 @@ class BatchNorm(Layer):
         self._stats: tuple[torch.Tensor, ...] = ()
         self._fold: Layer | None = None
         self._fold_index = -1
+        #: whether the last forward applied the folded Scale (``fold_scale``)
+        self.applied_scale = False
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -73,39 +77,51 @@ class BatchNorm(Layer):
     def forward(self, bottom, top):
         x = bottom[0].tensor
         x3 = x.reshape(x.shape[0], self.channels, -1)
+        self.applied_scale = (self._fold is not None
+                              and PASS.fold_from <= self._fold_index < PASS.fold_to)
         if self.use_global_stats:
-            folded = (self._fold is not None
-                      and PASS.fold_from <= self._fold_index < PASS.fold_to)
-            mean, var, self.invstd, mul, add = self._global_stats(x.dtype, folded)
+            mean, var, self.invstd, mul, add = self._global_stats(x.dtype, self.applied_scale)
             if top[0] is not bottom[0]:
-                w = b = None
-                if folded:  # the Scale's s (and b) are batch_norm's affine terms
-                    w, *rest = (p.tensor for p in self._fold.blobs)
-                    b = rest[0] if rest else None
+                w, b = self._scale_terms()
                 y = F.batch_norm(x3, mean, var, w, b, False, 0.0, self.eps)
             else:  # x * mul + add: invstd and -mean invstd, times s (plus b) when folded
                 shape = (1, self.channels, 1)
-                x3.mul_(mul.view(shape)).add_(add.view(shape))  # faster than one addcmul
+                affine_(x3, mul.view(shape), add.view(shape))
                 if x3.data_ptr() == x.data_ptr():
                     return
                 y = x3
         else:
             self.x3 = x3
-            y = self._batch_forward(x3)
+            y = self._batch_forward(x3, *self._scale_terms())
             if top[0] is bottom[0]:  # x3 (the old memory) is kept for the backward
                 top[0].swap_tensor(y.view(x.shape))
                 return
         top[0].tensor = y.view(x.shape)
 
+    def _scale_terms(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The folded Scale's s and b (None for b without a bias term) as affine terms when
+        this pass applies it, else (None, None)."""
+        if not self.applied_scale:
+            return None, None
+        w, *rest = (p.tensor for p in self._fold.blobs)
+        return w, (rest[0] if rest else None)
+
     def fold_scale(self, scale: Layer, index: int) -> None:
         """Apply ``scale`` (the per-channel, single-bottom Scale right after this layer, at
         net index ``index + 1``, in place on this layer's top) within this layer's forward
-        during whole passes (``caffe.layer.PASS``); the Scale then does nothing."""
+        and backward during whole passes (``caffe.layer.PASS``); the Scale then does nothing.
+        With batch statistics the pair becomes PyTorch's affine batch norm: one pass each way,
+        and no copy of the Scale's input."""
         p = scale.layer_param.scale_param
         per_channel = [(self.channels,)] * len(scale.blobs)
         if p.axis == 1 and p.num_axes == 1 and [b.shape for b in scale.blobs] == per_channel:
             self._fold, self._fold_index = scale, index
-            scale.folded_at = index
+            scale.folded_at, scale.folded_into = index, self
+
+    def normalized(self) -> torch.Tensor:
+        """(x - mean) * invstd of the last batch-statistics forward, (N, C, M): the input of a
+        folded Scale, for a backward that runs the Scale on its own."""
+        return (self.x3 - self.mean.view(1, -1, 1)) * self.invstd.view(1, -1, 1)
 
     def _global_stats(self, dtype: torch.dtype, folded: bool) -> tuple[torch.Tensor, ...]:
         """(mean, var, invstd = 1/sqrt(var + eps), mul, add) from the stored sums, where
@@ -135,8 +151,10 @@ class BatchNorm(Layer):
             self._stats_key = key
         return self._stats
 
-    def _batch_forward(self, x3: torch.Tensor) -> torch.Tensor:
-        """Normalise with batch statistics and fold them into the running sums."""
+    def _batch_forward(self, x3: torch.Tensor, w: torch.Tensor | None,
+                       b: torch.Tensor | None) -> torch.Tensor:
+        """Normalise with batch statistics (then times w plus b, a folded Scale's terms) and
+        fold the statistics into the running sums."""
         c = self.channels
         m = x3.numel() // c
         mean = torch.zeros(c, dtype=x3.dtype, device=x3.device)
@@ -144,10 +162,10 @@ class BatchNorm(Layer):
         if m > 1:
             # momentum 1 on zero buffers returns the batch mean and the m/(m-1) variance
             y, self.mean, self.invstd = torch.native_batch_norm(
-                x3, None, None, mean, unbiased, True, 1.0, self.eps)
-        else:
+                x3, w, b, mean, unbiased, True, 1.0, self.eps)
+        else:  # one value per channel: it is its own mean, and normalizes to 0 (then b)
             mean = x3.reshape(c)
-            y = torch.zeros_like(x3)
+            y = torch.zeros_like(x3) if b is None else b.view(1, c, 1).expand_as(x3).clone()
             self.mean = mean
             self.invstd = torch.full_like(mean, self.eps).rsqrt_()
         f = self.moving_average_fraction
@@ -157,13 +175,32 @@ class BatchNorm(Layer):
         return y
 
     def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
         dy = top[0].diff_tensor
         dy = dy.reshape(dy.shape[0], self.channels, -1)
+        if self.applied_scale and PASS.fold_from <= self._fold_index < PASS.fold_to:
+            self._folded_backward(dy, propagate_down[0], bottom[0])
+            return
+        if not propagate_down[0]:
+            return
         if self.use_global_stats:
             dx = dy * self.invstd.view(1, -1, 1)
         else:
             dx = _bn_backward(dy, self.x3, None, None, None, self.mean, self.invstd, True,
                               self.eps, [True, False, False])[0]
         bottom[0].diff_tensor = dx.view(bottom[0].shape)
+
+    def _folded_backward(self, dy: torch.Tensor, want_x: bool, bottom) -> None:
+        """The backward of the pair (this layer then its folded Scale) from the Scale's top
+        diff: one affine batch-norm backward gives dx and the Scale's ds and db."""
+        sc = self._fold
+        w, _ = self._scale_terms()
+        want_s = sc.param_propagate_down[0]
+        want_b = sc.bias_term and sc.param_propagate_down[1]
+        dx, ds, db = _bn_backward(dy, self.x3, w, None, None, self.mean, self.invstd, True,
+                                  self.eps, [want_x, want_s, want_b])
+        if want_s:
+            sc.add_scale_diff(ds)
+        if want_b:
+            sc.blobs[1].diff_tensor.add_(db)
+        if want_x:
+            bottom.diff_tensor = dx.view(bottom.shape)

@@ -97,6 +97,19 @@ def scale_shift(x: torch.Tensor, scale: float, shift: float, in_place: bool) -> 
     return x + shift if shift != 0 else x
 
 
+def affine_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None) -> None:
+    """``x = x * scale (+ shift)`` in ``x``'s memory, broadcasting ``scale`` and ``shift``. On a
+    GPU one ``addcmul`` pass (the pass is memory-bound: a second one costs as much again); on
+    the CPU a ``mul_`` and an ``add_``, which measured faster there than one broadcasting
+    ``addcmul``."""
+    if shift is None:
+        x.mul_(scale)
+    elif x.is_cuda:
+        torch.addcmul(shift, x, scale, out=x)
+    else:
+        x.mul_(scale).add_(shift)
+
+
 def keep_copy(buffer: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """A copy of ``x``, written into ``buffer`` when that has the same shape, dtype and
     device (no new allocation after the first forward)."""

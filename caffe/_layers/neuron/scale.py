@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from caffe._layers.neuron._operand import keep_copy, learned_shape, span
+from caffe._layers.neuron._operand import affine_, keep_copy, learned_shape, span
 from caffe.fillers import fill
 from caffe.layer import PASS, Layer
 from caffe.proto import caffe_pb2
@@ -50,6 +50,17 @@ class Scale(Layer):
         self._saved: torch.Tensor | None = None
         #: net index of the BatchNorm that applies this layer for it (``BatchNorm.fold_scale``)
         self.folded_at: int | None = None
+        self.folded_into: Layer | None = None
+
+    def add_scale_diff(self, ds: torch.Tensor) -> None:
+        """Store ds in the learned s's diff by Caffe's rule: accumulated, but overwritten when
+        s covers every element (outer * inner 1) or when outer is 1 with inner > 1 and more
+        than one scale."""
+        sp, diff = self.span, self.blobs[0].diff_tensor
+        if sp.outer * sp.inner == 1 or (sp.outer == 1 and sp.inner > 1 and diff.numel() > 1):
+            diff.copy_(ds)
+        else:
+            diff.add_(ds)
 
     def _scale_blob(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
@@ -76,13 +87,17 @@ class Scale(Layer):
         if in_place:
             if self.need_backward:
                 self._saved = keep_copy(self._saved, x)
-            x.mul_(s)  # two in-place passes beat one broadcasting addcmul on the CPU
-            if b is not None:
-                x.add_(b)
+            affine_(x, s, b)
         else:
             top[0].tensor = torch.addcmul(b, x, s) if b is not None else x * s
 
     def backward(self, top, propagate_down, bottom):
+        bn = self.folded_into
+        if bn is not None and bn.applied_scale:  # this forward was the BatchNorm's
+            if PASS.fold_from <= self.folded_at < PASS.fold_to:
+                return  # and so is this backward
+            # a backward that stops between the two: the input is the BatchNorm's output
+            self._saved = bn.normalized().view(bottom[0].shape)
         dy = top[0].diff_tensor
         in_place = top[0] is bottom[0]
         if self.bias_term and self.param_propagate_down[-1]:
@@ -95,13 +110,9 @@ class Scale(Layer):
             ds = self.span.reduce(product)
             if not (eltwise or in_place or propagate_down[0]):
                 bottom[0].diff_tensor = product
-            sp = self.span
-            overwrite = eltwise or (sp.outer == 1 and sp.inner > 1 and operand.count > 1)
             if not learned:  # in place, an elementwise ds is a view of the kept copy
                 operand.diff_tensor = ds.clone() if in_place and eltwise else ds
-            elif overwrite:
-                operand.diff_tensor.copy_(ds)
             else:
-                operand.diff_tensor.add_(ds)
+                self.add_scale_diff(ds)
         if propagate_down[0]:
             bottom[0].diff_tensor = dy * self.span.expand(operand.tensor)
