@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from caffe._common import low_precision as lp
 from caffe.errors import LayerSetupError
@@ -52,20 +53,32 @@ class InnerProduct(Layer):
                 f"the weights expect {self.K}")
         self.M = math.prod(shape[:self.axis])
         top[0].reshape(shape[:self.axis] + (self.num_output,))
+        # (M, K) bottoms and (M, num_output) tops need no views (a microsecond or two of
+        # Python each, which launch-bound GPU passes pay per layer)
+        self._flat_out = self.axis == 1
+        self._flat_in = self._flat_out and len(shape) == 2
 
     def forward(self, bottom, top):
-        x = bottom[0].tensor.reshape(self.M, self.K)
+        x = bottom[0].tensor
+        if not self._flat_in:
+            x = x.reshape(self.M, self.K)
         w = lp(self.blobs[0].tensor)
-        wt = w if self.transpose else w.t()
-        if self.bias_term:
-            y = torch.addmm(lp(self.blobs[1].tensor), lp(x), wt)
-        else:
-            y = lp(x) @ wt
-        top[0].tensor = y.to(x.dtype).view(top[0].shape)
+        b = lp(self.blobs[1].tensor) if self.bias_term else None
+        if self.transpose:
+            y = lp(x) @ w if b is None else torch.addmm(b, lp(x), w)
+        else:  # addmm(b, x, w^T), as linear computes it
+            y = F.linear(lp(x), w, b)
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
+        top[0].tensor = y if self._flat_out else y.view(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
-        dy = top[0].diff_tensor.reshape(self.M, self.num_output)
-        x = bottom[0].tensor.reshape(self.M, self.K)
+        dy = top[0].diff_tensor
+        if not self._flat_out:
+            dy = dy.reshape(self.M, self.num_output)
+        x = bottom[0].tensor
+        if not self._flat_in:
+            x = x.reshape(self.M, self.K)
         dy_c, x_c = lp(dy), lp(x)  # bfloat16 under set_precision("bf16"), else themselves
         if self.param_propagate_down[0]:
             g = self.blobs[0].diff_tensor
@@ -79,4 +92,6 @@ class InnerProduct(Layer):
         if propagate_down[0]:
             w = lp(self.blobs[0].tensor)
             dx = dy_c @ (w.t() if self.transpose else w)
-            bottom[0].diff_tensor = dx.to(dy.dtype).view(bottom[0].shape)
+            if dx.dtype != dy.dtype:
+                dx = dx.to(dy.dtype)
+            bottom[0].diff_tensor = dx if self._flat_in else dx.view(bottom[0].shape)

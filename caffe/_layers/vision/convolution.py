@@ -86,6 +86,9 @@ class Convolution(Layer):
                 f"would be {out}")
         self.batch = math.prod(shape0[:ax])
         self.out_spatial = out
+        #: channel axis 1: the blobs are already (N, C, spatial...), no views needed (each
+        #: costs a microsecond or two of Python, which launch-bound GPU passes pay per layer)
+        self._plain = ax == 1
         for t in top:
             t.reshape(shape0[:ax] + (self.num_output,) + out)
 
@@ -102,8 +105,11 @@ class Convolution(Layer):
         w = lp(self.blobs[0].tensor)
         b = lp(self.blobs[1].tensor) if self.bias_term else None
         for bt, t in zip(bottom, top):
-            x = self._nchw(bt)
-            t.tensor = self._run(lp(x), w, b).to(x.dtype).view(t.shape)
+            x = bt.tensor if self._plain else self._nchw(bt)
+            y = self._run(lp(x), w, b)
+            if y.dtype != x.dtype:
+                y = y.to(x.dtype)
+            t.tensor = y if self._plain else y.view(t.shape)
 
     def backward(self, top, propagate_down, bottom):
         g = self.geo
@@ -113,8 +119,8 @@ class Convolution(Layer):
         for i, (b, t) in enumerate(zip(bottom, top)):
             if not (propagate_down[i] or want_w or want_b):
                 continue
-            dy = lp(self._nchw_diff(t))
-            x = self._nchw(b)
+            dy = lp(t.diff_tensor if self._plain else self._nchw_diff(t))
+            x = b.tensor if self._plain else self._nchw(b)
             dx, dw, db = torch.ops.aten.convolution_backward(
                 dy, lp(x), lp(w), [self.num_output] if want_b else None, list(g.stride),
                 list(g.pad), list(g.dilation), self.transposed, [0] * g.num_spatial, self.group,
@@ -124,7 +130,9 @@ class Convolution(Layer):
             if want_b:
                 self.blobs[1].diff_tensor.add_(db)
             if propagate_down[i]:
-                b.diff_tensor = dx.to(x.dtype).view(b.shape)
+                if dx.dtype != x.dtype:
+                    dx = dx.to(x.dtype)
+                b.diff_tensor = dx if self._plain else dx.view(b.shape)
 
     def _nchw_diff(self, blob):
         g = self.geo
