@@ -9,7 +9,7 @@ expose_hidden]; tops: h (T, N, D), [hT, cT (1, N, D) with expose_hidden]; D =
 recurrent_param.num_output. Parameter blobs: W_xc (4D, K), b_c (4D,), [W_xc_static
 (4D, K_static)], W_hc (4D, D); within 4D the gates are ordered i, f, o, g. See
 caffe/_layers/recurrent/recurrent_base.py for the shared rules (carried state, what backward
-writes)."""
+writes, when the fused ``torch.lstm`` path runs instead of the loop over time)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ class LSTM(RecurrentLayer):
     gate_mult = 4
     max_bottom_blobs = 5
     max_top_blobs = 3
+    fused_needs_binary_cont0 = True
+    #: row index taking Caffe's gate order to torch's (built on first use, per device)
+    _torch_order: torch.Tensor | None = None
 
     def recur(self, wx: torch.Tensor, cont: torch.Tensor,
               states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
@@ -56,3 +59,19 @@ class LSTM(RecurrentLayer):
             dc, da[t] = lstm_cell_backward(dc, dy[t] + carry, c_prevs[t], acts[t])
             carry = cont[t] * (da[t] @ w_hc)
         return da, gated
+
+    def recur_fused(self, x: torch.Tensor, w_ih: torch.Tensor, params: list[torch.Tensor],
+                    states: list[torch.Tensor],
+                    train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b, w_hc = params[1], params[2 + self.static_input]
+        order = self._torch_order
+        if order is None or order.device != b.device:
+            d = self.num_output  # Caffe's i, f, o, g -> torch's i, f, g, o
+            order = torch.cat([torch.arange(2 * d), torch.arange(3 * d, 4 * d),
+                               torch.arange(2 * d, 3 * d)]).to(b.device)
+            self._torch_order = order
+        # indexed inside the graph: the gradients come back in Caffe's layout
+        weights = [w.index_select(0, order) for w in (w_ih, w_hc, b)]
+        y, h, c = torch.lstm(x, states, [*weights, torch.zeros_like(b)], True, 1, 0.0, train,
+                             False, False)
+        return y, [h[0], c[0]]

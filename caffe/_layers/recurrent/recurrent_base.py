@@ -1,7 +1,9 @@
 """Shared machinery of the recurrent layers (RNN, LSTM) and the LSTM cell step.
 
 Caffe builds RNN and LSTM as a net unrolled over the T time steps; here the same computation
-runs as a loop over time on whole (N, ...) batches, with an explicit backprop through time.
+runs either as one fused call of torch's own recurrent kernel (``torch.lstm`` /
+``torch.rnn_tanh``: cuDNN on CUDA, oneDNN on CPU) or as a loop over time on whole (N, ...)
+batches with an explicit backprop through time.
 
 Bottoms: x (T, N, ...), the sequence-continuation markers cont (T, N), an optional static input
 x_static (N, ...), and with ``expose_hidden`` the initial states (1, N, num_output) each (h0 for
@@ -13,15 +15,35 @@ Every step t computes the pre-activation
 so cont_t = 0 starts a new sequence. Without ``expose_hidden`` the states at the end of one
 forward are the initial states of the next (zeros at first), as Caffe copies them across calls.
 
+Fused path: when every cont_t at t >= 1 equals 1 (T = 1 always qualifies; LSTM also needs each
+cont_0 to be 0 or 1), the markers only act at t = 0, and the recurrence is the standard one
+started from h_0' = cont_0 * h_prev (and c_0' = cont_0 * c_prev for LSTM, whose forget gate is
+scaled by cont). Its backward is then autograd's over the fused kernel, which equals Caffe's:
+nothing flows into the initial states, and Caffe's forget-gate derivative f (1 - f), taken with
+f already scaled by cont, is the true one when cont is 1 (t >= 1) or when cont_0 is 0 or 1 (a
+fractional cont_0 would differ, hence the LSTM condition). The static term enters as extra input
+features, the same at every step, with extra columns of W_x: x_static with W_static, or, with
+fewer streams than static features, a one-hot of the stream with the terms W_static x_static
+(cheaper for the kernel; exact for finite values, as the other products are by zero). The check
+reads cont on the host (one wait for the device per forward on CUDA). Otherwise (a reset at
+t >= 1, a fractional LSTM cont_0, or while a CUDA graph is being captured, where that wait is
+illegal) the loop path runs. The kernels sum in another order than the loop (and oneDNN/cuDNN
+use their own activation code), so in float32 the two paths may differ in the last bits. On
+CUDA torch warns that the weights "are not part of single contiguous chunk of memory" (they are
+Caffe's separate blobs, reordered per call): that warning is silenced around the call.
+
 Backward follows the unrolled net exactly: the diffs of x and x_static are always written and
 the parameter diffs always accumulate (Caffe's unrolled net runs its backward unconditionally);
-nothing flows into cont, h0/c0, or from the diffs of the hT/cT tops. ``debug_info`` logs the
+nothing flows into cont, h0/c0, or from the diffs of the hT/cT tops. The fused path keeps its
+autograd graph until the next forward (so backward may run twice) only when ``need_backward``
+is True (the net sets it False for layers it never backpropagates). ``debug_info`` logs the
 mean absolute value of the outputs, states and diffs (Caffe logs its unrolled net's blobs).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +56,9 @@ from caffe.layer import Layer
 from caffe.proto import caffe_pb2
 
 Acts = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+#: torch's warning on CUDA about weights that are not one flat buffer (ours never are)
+_NOT_ONE_CHUNK = "RNN module weights are not part of single contiguous chunk of memory"
 
 
 # ---------------------------------------------------------------------------------- LSTM cell
@@ -78,8 +103,8 @@ class RecurrentLayer(Layer):
 
     Parameter blobs, in Caffe's order: W_x (G, K), b (G,), [W_static (G, K_static)],
     W_h (G, num_output), then the subclass's extra blobs; G = ``gate_mult * num_output``.
-    Subclasses define ``state_names``, ``gate_mult``, ``extra_blob_specs``, ``recur`` and
-    ``recur_backward``."""
+    Subclasses define ``state_names``, ``gate_mult``, ``extra_blob_specs``, ``recur``,
+    ``recur_backward`` and ``recur_fused``."""
 
     #: names of the recurrent states, in the order of the exposed bottoms and tops
     state_names: tuple[str, ...] = ("h",)
@@ -88,6 +113,10 @@ class RecurrentLayer(Layer):
     min_bottom_blobs = 2
     min_top_blobs = 1
     no_force_backward_bottoms = (1,)
+    #: whether the fused path needs every cont_0 to be 0 or 1 (LSTM: see the module docstring)
+    fused_needs_binary_cont0 = False
+    #: private switch: False always takes the loop path (tests compare the two)
+    _fused_allowed = True
 
     # ------------------------------------------------------------------ subclass hooks
     def extra_blob_specs(self) -> list[tuple[tuple[int, ...], caffe_pb2.FillerParameter]]:
@@ -106,6 +135,16 @@ class RecurrentLayer(Layer):
         """From the output diff (T, N, D): accumulate the subclass's extra parameter diffs and
         return the diffs of the pre-activations (T, N, G) and the gated previous hidden
         states cont_t * h_{t-1} (T, N, D) they multiplied W_h with."""
+        raise NotImplementedError
+
+    def recur_fused(self, x: torch.Tensor, w_ih: torch.Tensor, params: list[torch.Tensor],
+                    states: list[torch.Tensor],
+                    train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The T steps in one call of torch's recurrent kernel, from the inputs x (T, N, K')
+        and their weights w_ih (G, K') (the static input already joined), the parameter
+        tensors in blob order (``params[1]`` is b, ``params[2 + static]`` W_h, then the extra
+        blobs) and the initial states (1, N, D) each, already multiplied by cont_0. ``train``
+        is whether autograd records. Returns the output (T, N, D) and the final states (N, D)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ setup
@@ -136,6 +175,9 @@ class RecurrentLayer(Layer):
                     f"N = {self.N} streams, got {xs.shape}")
             self.K_static = xs.count_range(1)
         self._saved: list[torch.Tensor | None] = [None] * len(self.state_names)
+        self._cache: object = None
+        self._fused_last = False
+        self._fused_graph: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         if self.blobs:
             return
         g = self.gate_mult * self.num_output
@@ -241,16 +283,22 @@ class RecurrentLayer(Layer):
         w_static = b[2].tensor if self.static_input else None
         return b[0].tensor, b[1].tensor, w_static, b[2 + self.static_input].tensor
 
+    def _fusable(self, bottom: Sequence[Blob]) -> bool:
+        """Whether the fused path computes what Caffe does (see the module docstring)."""
+        cont = bottom[1].tensor
+        if not self._fused_allowed or bottom[0].count == 0 or (
+                cont.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return False
+        ok = (cont[1:] == 1).all()
+        if self.fused_needs_binary_cont0:
+            ok = ok & ((cont[0] == 0) | (cont[0] == 1)).all()
+        return bool(ok)
+
     def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
-        t_, n = self.T, self.N
-        x2 = bottom[0].tensor.reshape(t_ * n, self.K)
-        w_x, b_x, w_static, _ = self._weights()
-        wx = torch.addmm(b_x, x2, w_x.t()).view(t_, n, -1)
-        if self.static_input:
-            wx = wx + (bottom[2].tensor.reshape(n, self.K_static) @ w_static.t())
-        cont = bottom[1].tensor.to(wx.dtype).view(t_, n, 1)
-        states = self._initial_states(bottom, wx)
-        y, final, self._cache = self.recur(wx, cont, states)
+        self._cache = self._fused_graph = None  # what the last backward needed
+        self._fused_last = self._fusable(bottom)
+        forward = self._forward_fused if self._fused_last else self._forward_loop
+        y, final = forward(bottom)
         top[0].tensor = y
         if self.expose_hidden:
             for t, s in zip(top[1:], final):
@@ -262,8 +310,84 @@ class RecurrentLayer(Layer):
             for name, s in zip(self.state_names, final):
                 self._log("Forward", f"final {name} data", s)
 
+    def _forward_loop(self, bottom: Sequence[Blob]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        t_, n = self.T, self.N
+        x2 = bottom[0].tensor.reshape(t_ * n, self.K)
+        w_x, b_x, w_static, _ = self._weights()
+        wx = torch.addmm(b_x, x2, w_x.t()).view(t_, n, -1)
+        if self.static_input:
+            wx = wx + (bottom[2].tensor.reshape(n, self.K_static) @ w_static.t())
+        cont = bottom[1].tensor.to(wx.dtype).view(t_, n, 1)
+        states = self._initial_states(bottom, wx)
+        y, final, self._cache = self.recur(wx, cont, states)
+        return y, final
+
+    def _forward_fused(self, bottom: Sequence[Blob]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        t_, n = self.T, self.N
+        record = self.need_backward
+        inputs = [bottom[0].tensor] + ([bottom[2].tensor] if self.static_input else [])
+        params = [b.tensor for b in self.blobs]
+        if record:
+            inputs = [v.detach().requires_grad_(True) for v in inputs]
+            params = [v.detach().requires_grad_(True) for v in params]
+        with torch.set_grad_enabled(record):
+            x = inputs[0].reshape(t_, n, self.K)
+            w_ih = params[0]
+            if self.static_input:
+                feat, w_feat = self._static_features(inputs[1], params[2])
+                x = torch.cat([x, feat.expand(t_, n, -1)], 2)
+                w_ih = torch.cat([w_ih, w_feat], 1)
+            cont0 = bottom[1].tensor[0].to(x.dtype).view(1, n, 1)
+            states = [cont0 * s for s in self._initial_states(bottom, x)]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_NOT_ONE_CHUNK)
+                y, final = self.recur_fused(x, w_ih, params, states, record)
+        if not record:
+            return y, final
+        self._fused_graph = (y, inputs + params)
+        # a fresh top: layers downstream may change it in place, the graph may need y
+        return y.detach().clone(), [s.detach() for s in final]
+
+    def _static_features(self, xs: torch.Tensor,
+                         w_static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Extra input features (N, r), the same at every step, and their weight columns
+        (G, r) whose product is the static term W_static x_static (N, G): x_static itself
+        (r = K_static), or, when there are fewer streams, a one-hot of the stream and the
+        static terms themselves (r = N), which costs the kernel less."""
+        n = self.N
+        xs = xs.reshape(n, self.K_static)
+        if n < self.K_static:
+            eye = torch.eye(n, dtype=xs.dtype, device=xs.device)
+            return eye, (xs @ w_static.t()).t()
+        return xs, w_static
+
     def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
                  bottom: Sequence[Blob]) -> None:
+        if self._fused_last:
+            self._backward_fused(top, bottom)
+        else:
+            self._backward_loop(top, bottom)
+        if self.debug_info:
+            self._log("Backward", "x diff", bottom[0].diff_tensor)
+            for j, p in enumerate(self.blobs):
+                self._log("Backward", f"param blob {j} diff", p.diff_tensor)
+
+    def _backward_fused(self, top: Sequence[Blob], bottom: Sequence[Blob]) -> None:
+        if self._fused_graph is None:
+            raise LayerSetupError(
+                f"{self._where()}: backward() after a forward run with need_backward = False, "
+                "which keeps nothing for a backward; set need_backward = True and run forward "
+                "again")
+        y, leaves = self._fused_graph
+        grads = torch.autograd.grad(y, leaves, top[0].diff_tensor.to(y.dtype),
+                                    retain_graph=True)
+        n_in = 1 + self.static_input
+        for j, g in zip((0, 2), grads[:n_in]):
+            bottom[j].diff_tensor = g
+        for p, g in zip(self.blobs, grads[n_in:]):
+            p.diff_tensor.add_(g)
+
+    def _backward_loop(self, top: Sequence[Blob], bottom: Sequence[Blob]) -> None:
         t_, n, d = self.T, self.N, self.num_output
         cont = bottom[1].tensor.to(top[0].diff_tensor.dtype).view(t_, n, 1)
         da, h_gated = self.recur_backward(top[0].diff_tensor, cont, self._cache)
@@ -280,10 +404,6 @@ class RecurrentLayer(Layer):
             xs2 = bottom[2].tensor.reshape(n, self.K_static)
             blobs[2].diff_tensor.addmm_(da_static.t(), xs2)
             bottom[2].diff_tensor = (da_static @ w_static).view(bottom[2].shape)
-        if self.debug_info:
-            self._log("Backward", "x diff", bottom[0].diff_tensor)
-            for j, p in enumerate(blobs):
-                self._log("Backward", f"param blob {j} diff", p.diff_tensor)
 
     def _log(self, stage: str, what: str, t: torch.Tensor) -> None:
         value = float(t.abs().mean()) if t.numel() else 0.0

@@ -7,7 +7,8 @@ bottoms: x (T, N, ...), cont (T, N), [x_static (N, ...)], [h0 (1, N, D) with exp
 tops: o (T, N, D), [hT (1, N, D) with expose_hidden]; D = recurrent_param.num_output.
 Parameter blobs: W_xh (D, K), b_h (D,), [W_xh_static (D, K_static)], W_hh (D, D), W_ho (D, D),
 b_o (D,). See caffe/_layers/recurrent/recurrent_base.py for the shared rules (carried state,
-what backward writes)."""
+what backward writes, when the fused ``torch.rnn_tanh`` path runs instead of the loop over
+time)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,18 @@ class RNN(RecurrentLayer):
             gated.append(hc)
             hs.append(h)
         hidden = torch.stack(hs)
-        w_ho, b_o = self._output_weights()
-        t_, n, d = hidden.shape
-        o = torch.tanh(torch.addmm(b_o, hidden.view(t_ * n, d), w_ho.t())).view(t_, n, d)
+        o = _output(hidden, *self._output_weights())
         # the top may be changed in place downstream: keep what backward needs apart
         return o, [h], (hidden, torch.stack(gated), 1 - o * o)
+
+    def recur_fused(self, x: torch.Tensor, w_ih: torch.Tensor, params: list[torch.Tensor],
+                    states: list[torch.Tensor],
+                    train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        first = 2 + self.static_input
+        b, w_hh, w_ho, b_o = params[1], *params[first:first + 3]
+        hidden, h = torch.rnn_tanh(x, states[0], [w_ih, w_hh, b, torch.zeros_like(b)], True,
+                                   1, 0.0, train, False, False)
+        return _output(hidden, w_ho, b_o), [h[0]]
 
     def recur_backward(self, dy: torch.Tensor, cont: torch.Tensor,
                        cache: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,3 +76,9 @@ class RNN(RecurrentLayer):
             da[t] = (dh_out[t] + carry) * (1 - hidden[t] * hidden[t])
             carry = cont[t] * (da[t] @ w_hh)
         return da, gated
+
+
+def _output(hidden: torch.Tensor, w_ho: torch.Tensor, b_o: torch.Tensor) -> torch.Tensor:
+    """o = tanh(W_ho h + b_o) for the hidden states (T, N, D)."""
+    t_, n, d = hidden.shape
+    return torch.tanh(torch.addmm(b_o, hidden.reshape(t_ * n, d), w_ho.t())).view(t_, n, d)
