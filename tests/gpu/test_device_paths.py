@@ -44,3 +44,44 @@ def test_in_place_batchnorm_and_scale_match_the_cpu():
         np.testing.assert_allclose(_run("gpu"), _run("cpu"), rtol=1e-5, atol=1e-6)
     finally:
         caffe.set_mode_cpu()
+
+
+RECURRENT = """
+force_backward: true
+layer { name: "data" type: "Input" top: "x" top: "cont"
+  input_param { shape { dim: 5 dim: 3 dim: 4 } shape { dim: 5 dim: 3 } } }
+layer { name: "rec" type: "%s" bottom: "x" bottom: "cont" top: "h"
+  recurrent_param { num_output: 6 weight_filler { type: "uniform" min: -0.3 max: 0.3 }
+                    bias_filler { type: "uniform" min: -0.2 max: 0.2 } } }
+"""
+
+
+def _recurrent(mode: str, kind: str, cont: np.ndarray) -> dict[str, np.ndarray]:
+    getattr(caffe, f"set_mode_{mode}")()
+    caffe.set_random_seed(3)
+    net = caffe.Net(text_format.Parse(RECURRENT % kind, caffe_pb2.NetParameter()), caffe.TRAIN)
+    rng = np.random.default_rng(6)
+    net.blobs["x"].data[...] = rng.standard_normal((5, 3, 4))
+    net.blobs["cont"].data[...] = cont
+    net.forward()
+    net.blobs["h"].diff[...] = rng.standard_normal((5, 3, 6))
+    net.backward()
+    out = {"h": net.blobs["h"].data.copy(), "dx": net.blobs["x"].diff.copy()}
+    out.update({f"p{j}": b.diff.copy() for j, b in enumerate(net.params["rec"])})
+    return out
+
+
+@cuda
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize("reset_inside", [False, True])  # fused kernel / loop over time
+def test_recurrent_layers_match_the_cpu(kind, reset_inside):
+    cont = np.ones((5, 3), np.float32)
+    cont[0] = 0
+    if reset_inside:
+        cont[2, 1] = 0
+    try:
+        gpu, cpu = _recurrent("gpu", kind, cont), _recurrent("cpu", kind, cont)
+    finally:
+        caffe.set_mode_cpu()
+    for k in cpu:
+        np.testing.assert_allclose(gpu[k], cpu[k], rtol=1e-4, atol=1e-5, err_msg=k)
