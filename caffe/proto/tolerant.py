@@ -10,6 +10,7 @@ read their settings.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 from google.protobuf import text_format
@@ -61,10 +62,16 @@ _CLOSING = {"{": "}", "<": ">"}
 
 
 def _unquote(s: str) -> str:
-    try:
-        return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError as e:
-        raise _Malformed(f"bad escape sequence in the string {s} ({e.reason})") from None
+    # Python only warns about unknown escapes (``\ ``, ``\777``): refuse them like a
+    # malformed one instead of guessing what the file meant
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeDecodeError as e:
+            raise _Malformed(f"bad escape sequence in the string {s} ({e.reason})") from None
+        except DeprecationWarning as e:
+            raise _Malformed(f"bad escape sequence in the string {s} ({e})") from None
 
 
 def _scalar(tok: _Tok):

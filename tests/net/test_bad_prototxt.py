@@ -3,6 +3,8 @@ unknown types, unknown bottoms, binary files given as prototxt."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,16 @@ def test_tolerant_mode_skips_unknown_fields_and_keeps_param_blocks(caplog):
         "relu6_param": {"clip": 6, "mode": "x", "v": [1, 2]}, "junk": 3}
     net.blobs["x"].data[...] = -1
     assert not net.forward()["y"].any()
+
+
+@pytest.mark.parametrize("escape", [r"\ ", r"\777"])
+def test_tolerant_mode_refuses_unknown_escapes_in_skipped_fields(escape):
+    path = write(GOOD.replace('type: "ReLU"',
+                              f'type: "ReLU"\n  relu6_param {{ mode: "a{escape}" }}'))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DeprecationWarning leaks out: an error instead
+        with pytest.raises(ProtoError, match=rf"{path}.*escape"):
+            caffe.Net(path, caffe.TEST, strict=False)
 
 
 def test_unknown_type_lists_known_types_and_file():
