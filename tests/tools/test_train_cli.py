@@ -64,6 +64,34 @@ def caffe_cli(capsys, *argv) -> tuple[int, str, str]:
     return rc, out, err
 
 
+def test_a_device_side_assert_gets_a_hint_naming_the_label_check(monkeypatch, capsys):
+    def fails(args):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+    monkeypatch.setattr(cli, "_commands", lambda: {"train": _FakeCommand(fails)})
+    assert cli.main(["train"]) == 1
+    err = capsys.readouterr().err
+    assert "device-side assert" in err and "CAFFE_CHECK_LABELS=1" in err
+
+
+def test_other_runtime_errors_propagate(monkeypatch):
+    def fails(args):
+        raise RuntimeError("something else")
+    monkeypatch.setattr(cli, "_commands", lambda: {"train": _FakeCommand(fails)})
+    with pytest.raises(RuntimeError, match="something else"):
+        cli.main(["train"])
+
+
+class _FakeCommand:
+    HELP = "a command that fails"
+
+    def __init__(self, run):
+        self.run = run
+
+    @staticmethod
+    def add_arguments(parser):
+        pass
+
+
 def test_train_writes_caffe_log_lines_and_snapshots(workdir, capsys):
     rc, out, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt")
     assert rc == 0, err
