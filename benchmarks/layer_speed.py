@@ -1,5 +1,7 @@
 """Per-layer speed: every registered layer type, forward + backward through the neocaffe layer
-(``layer.Forward`` + ``layer.Backward`` on Blobs) against its "twin", the direct
+on Blobs, run as a net runs it (``Net._forward``: ``reshape`` + ``_forward`` under
+``torch.no_grad()``, no read-back of the loss; ``Net._backward``: ``backward`` under
+``torch.no_grad()``) against its "twin", the direct
 ``torch.nn.functional`` / torch expression of the same forward with autograd's backward
 (benchmarks/layer_speed_cases.py), timed in the same run, interleaved, as medians of paired
 per-round ratios. Each twin is first checked to compute the same tops (and, where the math is
@@ -114,13 +116,24 @@ class Bench:
             if self.dys:
                 self.bottom[0].diff_tensor = self.dys[0]
 
+    def net_forward(self) -> None:
+        """The layer's share of ``Net._forward``: ``reshape`` then ``_forward`` (the forward as
+        the net calls it), under ``torch.no_grad()``. The loss is not read back: a net reads its
+        loss once per step, after every layer, and a training step keeps it a device tensor
+        (``layer.Forward`` would return it as a float, a wait for the device per call)."""
+        with torch.no_grad():
+            self.layer.reshape(self.bottom, self.top)
+            self.layer._forward(self.bottom, self.top)
+
     def ours_forward(self) -> None:
         self._restore()
-        self.layer.Forward(self.bottom, self.top)
+        self.net_forward()
 
     def ours_backward(self) -> None:
+        """The layer's share of ``Net._backward``: ``backward`` under ``torch.no_grad()``."""
         if self.backward:
-            self.layer.Backward(self.top, self.pd, self.bottom)
+            with torch.no_grad():
+                self.layer.backward(self.top, self.pd, self.bottom)
 
     def ours_step(self) -> None:
         self.ours_forward()
@@ -355,7 +368,7 @@ def measure_in_place_memory(bench: Bench) -> dict:
         held = ours.follow_all(_layer_tensors(bench.layer))
         ours.peak = ours.live
         ours.start("forward")
-        bench.layer.Forward(bench.bottom, bench.top)
+        bench.net_forward()
         ours.start("backward")
         bench.ours_backward()
     inputs = bench.twin_inputs()
@@ -591,8 +604,11 @@ def markdown(result: dict) -> str:
            f"`{m.get('command', 'python -m benchmarks.layer_speed')}` — {m['date']}, torch "
            f"{m['torch']}, Python {m['python']}, {m['cpus']} CPUs ({m['machine']}), "
            f"{m['threads']} thread(s); sizes: {m['mode']}.", "",
-           "Each row times `layer.Forward` + `layer.Backward` (forward only for layers without "
-           "a backward) against the twin's forward + `torch.autograd.grad`, interleaved "
+           "Each row times the layer as a net runs it, `reshape` + `_forward` then `backward` "
+           "under `torch.no_grad()` as in `Net._forward` / `Net._backward` (forward only for "
+           "layers without a backward; the loss stays a tensor, as in a training step, which "
+           "reads it once after all layers), against the twin's forward + "
+           "`torch.autograd.grad`, interleaved "
            f"({m['repeats']} rounds). Clock: {_clock_text(result)} The ms are medians per "
            "step; the ratio is the median of the per-round ratios ours / twin (q1-q3 in "
            "brackets). "

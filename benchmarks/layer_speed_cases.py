@@ -666,14 +666,17 @@ def _memory_data(mode: str) -> Spec:
     state: dict = {"pos": 0}
 
     def twin(b, p):
+        # the arrays live on the host (as the layer's, handed over by set_input_arrays): each
+        # batch is sliced there and copied to the bench device, as the layer (and Caffe) do
         start = state["pos"]
         state["pos"] = (start + n) % (4 * n)
-        return [state["data"][start:start + n],
-                state["labels"][start:start + n].view(n, 1, 1, 1)]
+        dev = state["device"]
+        return [data[start:start + n].to(dev), lab[start:start + n].view(n, 1, 1, 1).to(dev)]
 
     def after_setup(layer, dev):
         layer.reset(data.numpy(), lab.numpy(), 4 * n)
-        state["data"], state["labels"] = data.to(dev), lab.to(dev)
+        state["device"] = dev
     return Spec(f"{n}x{c}x{h}x{w}", [], twin,
                 f"memory_data_param {{ batch_size: {n} channels: {c} height: {h} "
-                f"width: {w} }}", num_tops=2, after_setup=after_setup)
+                f"width: {w} }}", num_tops=2, after_setup=after_setup,
+                note="both sides slice the host arrays and copy the batch to the device")

@@ -98,8 +98,12 @@ class MemoryData(Layer):
                 f"Layer '{self.name}' (MemoryData) has no data: call "
                 "net.set_input_arrays(data, labels) before forward")
         b, pos = self.batch_size, self.pos
-        top[0].reshape(b, self.channels, self.height, self.width)
-        top[1].reshape(b, 1, 1, 1)
-        for t, src in ((top[0], self._data), (top[1], self._labels)):
-            t.tensor = src[pos:pos + b].to(device=t.tensor.device, dtype=t.tensor.dtype)
+        shapes = ((b, self.channels, self.height, self.width), (b, 1, 1, 1))
+        for t, src, shape in zip(top, (self._data, self._labels), shapes):
+            like = t.tensor
+            if like.shape != shape:
+                t.reshape(shape)
+            # the host batch, copied to the device (as Caffe copies it when a GPU layer reads
+            # it); on the CPU a view of the user's array, as in Caffe
+            t.tensor = src[pos:pos + b].to(like.device, like.dtype)
         self.pos = (pos + b) % self.n

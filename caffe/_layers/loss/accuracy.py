@@ -4,7 +4,8 @@ bottom[0]: scores (outer, C, inner...) with C at ``accuracy_param.axis``; bottom
 (outer * inner). An item counts as correct when at most ``top_k`` classes score >= the true
 class (ties count against it). top[0]: scalar accuracy (0 when no item is valid); optional
 top[1]: per-class accuracy (C,), 0 for classes without items. ``ignore_label`` items are
-skipped. No backward."""
+skipped. No backward. The label range is checked as in SoftmaxWithLoss (on the CPU; elsewhere
+only with CAFFE_CHECK_LABELS=1); nothing else reads a value back from the device."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import math
 
 import torch
 
-from caffe._layers.loss.labels import check_labels, int_labels, require_batch_axis
+from caffe._layers.loss.labels import (
+    check_label_range,
+    int_labels,
+    labels_checked_on,
+    require_batch_axis,
+    valid_labels,
+)
+from caffe._layers.neuron.softmax import softmax_view
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
 from caffe.registry import register_layer
@@ -47,26 +55,39 @@ class Accuracy(Layer):
             raise LayerSetupError(
                 f"Layer '{self.name}' (Accuracy): top_k {self.top_k} must be at most the number "
                 f"of classes {self.channels}")
+        # scores as (outer, C[, inner]), labels as (outer, 1[, inner]): they gather along dim 1
+        self.view = softmax_view(shape, self.axis)
+        self.label_view = (self.outer, 1) + self.view[2:]
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((self.channels,))
 
     def forward(self, bottom, top):
-        x = bottom[0].tensor.reshape(self.outer, self.channels, self.inner)
-        labels = int_labels(bottom[1].tensor).reshape(self.outer, self.inner)
-        check_labels(self, labels, self.channels, self.ignore_label)
-        valid = (torch.ones_like(labels, dtype=torch.bool) if self.ignore_label is None
-                 else labels != self.ignore_label)
-        safe = torch.where(valid, labels, torch.zeros_like(labels))
-        true_score = x.gather(1, safe.unsqueeze(1))
-        better = (x >= true_score).sum(1)
-        correct = (better <= self.top_k) & valid
-        count = valid.sum()
-        top[0].tensor.fill_(torch.where(count > 0, correct.sum() / count.clamp_min(1), 0.0))
+        x = bottom[0].tensor
+        if x.shape != self.view:
+            x = x.reshape(self.view)
+        labels = int_labels(bottom[1].tensor.reshape(self.label_view))
+        if labels_checked_on(labels.device):
+            check_label_range(self, labels, self.channels, self.ignore_label)
+        valid, index = valid_labels(labels, self.ignore_label)
+        # the true class counts itself (unless its score is NaN), as in Caffe
+        correct = (x >= x.gather(1, index)).sum(1, keepdim=True) <= self.top_k
+        if valid is None:
+            count: torch.Tensor | int = max(self.outer * self.inner, 1)
+        else:
+            correct &= valid
+            count = valid.sum(dtype=x.dtype).clamp_min_(1)  # no valid item: 0 / 1
+        torch.div(correct.sum(dtype=x.dtype), count, out=top[0].tensor)
         if len(top) > 1:
-            ones = torch.ones_like(safe, dtype=x.dtype)
-            nums = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
-            hits = torch.zeros(self.channels, dtype=x.dtype, device=x.device)
-            nums.index_put_((safe[valid],), ones[valid], accumulate=True)
-            hits.index_put_((safe[correct],), ones[correct], accumulate=True)
-            top[1].tensor = torch.where(nums > 0, hits / nums.clamp_min(1), torch.zeros_like(hits))
+            top[1].tensor = self._per_class(x, index, valid, correct)
+
+    def _per_class(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor | None,
+                   correct: torch.Tensor) -> torch.Tensor:
+        """Per class: correct items / items with that label (0 for a class without items),
+        counted with index_add_ (no boolean indexing: no wait for the device)."""
+        index = index.reshape(-1)
+        items = (x.new_ones(()).expand(index.shape) if valid is None
+                 else valid.reshape(-1).to(x.dtype))
+        nums = x.new_zeros(self.channels).index_add_(0, index, items)
+        hits = x.new_zeros(self.channels).index_add_(0, index, correct.reshape(-1).to(x.dtype))
+        return hits.div_(nums.clamp_min_(1))

@@ -1,6 +1,10 @@
 """Helpers shared by the loss layers and Accuracy: reading integer labels, range checks with
-errors that name the layer, Caffe's legacy (num, channels, height, width) shape checks, and the
-refusal to backpropagate into labels."""
+errors that name the layer, the valid-label mask and normalizer of ``ignore_label``, Caffe's
+legacy (num, channels, height, width) shape checks, and the refusal to backpropagate into
+labels.
+
+Range checks of labels (and of BatchReindex's indices) wait for the device, so off the CPU they
+run only when the environment variable CAFFE_CHECK_LABELS=1 is set (``labels_checked_on``)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
+from caffe._layers.base import normalizer
 from caffe.blob import Blob
 from caffe.errors import LayerSetupError
+from caffe.proto import caffe_pb2
 
 #: Caffe's kLOG_THRESHOLD: probabilities are clamped to it before a log.
 LOG_THRESHOLD = 1e-20
@@ -23,10 +29,46 @@ def int_labels(t: torch.Tensor) -> torch.Tensor:
 
 
 def labels_checked_on(device: torch.device) -> bool:
-    """Whether to range-check labels on ``device``: always on the CPU; elsewhere the check
-    would wait for the device every forward (Caffe only has a debug-build check there), so only
-    when the environment variable CAFFE_CHECK_LABELS is 1."""
+    """Whether to range-check labels (or BatchReindex's indices) on ``device``: always on the
+    CPU; elsewhere the check would wait for the device every forward (Caffe only has a
+    debug-build check there), so only when the environment variable CAFFE_CHECK_LABELS is 1."""
     return device.type == "cpu" or os.environ.get("CAFFE_CHECK_LABELS") == "1"
+
+
+def all_in_range(values: torch.Tensor, stop: int) -> bool:
+    """Whether every entry of the integer tensor ``values`` lies in [0, stop): one min/max
+    pass and one read (a wait for the device)."""
+    if not values.numel():
+        return True
+    lo, hi = torch.aminmax(values)
+    return int(lo) >= 0 and int(hi) < stop
+
+
+def check_label_range(layer, labels: torch.Tensor, num_classes: int,
+                      ignore: int | None) -> None:
+    """``check_labels`` behind one cheap min/max look: labels all in [0, num_classes) need no
+    other test, whatever the ignore label."""
+    if not all_in_range(labels, num_classes):
+        check_labels(layer, labels, num_classes, ignore)
+
+
+def valid_labels(labels: torch.Tensor,
+                 ignore: int | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(mask of the labels that count, or None when nothing is ignored; the labels with the
+    ignored ones replaced by 0, safe to index with)."""
+    if ignore is None:
+        return None, labels
+    valid = labels != ignore
+    return valid, labels * valid
+
+
+def valid_normalizer(mode: int, outer: int, inner: int, valid: torch.Tensor | None,
+                     dtype: torch.dtype) -> float | torch.Tensor:
+    """Caffe's normalizer; with ignored labels in VALID mode the count of valid labels stays a
+    tensor (no wait for the device), clamped to at least 1 like ``normalizer``."""
+    if valid is not None and mode == caffe_pb2.LossParameter.VALID:
+        return valid.sum(dtype=dtype).clamp_min_(1)
+    return normalizer(mode, outer, inner, -1)
 
 
 def check_labels(layer, labels: torch.Tensor, num_classes: int, ignore: int | None) -> None:

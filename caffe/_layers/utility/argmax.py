@@ -39,6 +39,7 @@ class ArgMax(Layer):
             raise LayerSetupError(
                 f"{where(self)}: argmax_param.top_k {self.top_k} is out of range for the bottom "
                 f"of shape {shape}; allowed: 1 to {what}, {dim}")
+        self._reversed: torch.Tensor | None = None
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -48,27 +49,40 @@ class ArgMax(Layer):
         if self.axis is not None:
             new = list(shape)
             new[self.axis] = self.top_k
+            self.dim, self.view = self.axis, None
         else:
+            # the entries of an item laid out along axis 2 of a tensor shaped like the top:
+            # the results come out in the top's shape, with no moving of axes
             new = [1] * max(len(shape), 3)
-            new[0] = shape[0]
+            new[0], new[2] = shape[0], math.prod(shape[1:])
+            self.dim, self.view = 2, tuple(new)
             new[1] = 2 if self.out_max_val else 1
             new[2] = self.top_k
         top[0].reshape(new)
 
     def forward(self, bottom, top):
         x = bottom[0].tensor
-        x = x.movedim(self.axis, -1) if self.axis is not None else x.reshape(x.shape[0], -1)
-        dim = x.shape[-1]
+        if self.view is not None:
+            x = x.reshape(self.view)
+        d, k = self.dim, self.top_k
         # on the reversed entries, torch's first maximum and a stable descending sort both put
         # the larger index first on ties, as Caffe does
-        if self.top_k == 1:
-            values, order = torch.max(x.flip(-1), dim=-1, keepdim=True)
-        else:
-            values, order = torch.sort(x.flip(-1), dim=-1, descending=True, stable=True)
-            values, order = values[..., :self.top_k], order[..., :self.top_k]
-        index = (dim - 1 - order).to(x.dtype)
-        if self.axis is not None:
-            y = (values if self.out_max_val else index).movedim(-1, self.axis)
-        else:
-            y = torch.cat([index, values], -1) if self.out_max_val else index
-        top[0].tensor = y.reshape(top[0].shape)
+        flipped = x.flip(d)
+        if k > 1:
+            values, order = torch.sort(flipped, dim=d, descending=True, stable=True)
+            values, order = values.narrow(d, 0, k), order.narrow(d, 0, k)
+        else:  # max with its index, even without out_max_val: on the CPU 3x faster than argmax
+            values, order = flipped.max(d, keepdim=True)
+        if self.out_max_val and self.view is None:
+            top[0].tensor = values
+            return
+        index = torch.take(self._reversed_index(x, x.shape[d]), order)
+        top[0].tensor = torch.cat([index, values], 1) if self.out_max_val else index
+
+    def _reversed_index(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """n - 1, ..., 1, 0 in the dtype and on the device of ``x`` (kept between forwards):
+        the original index of each position of the flipped entries."""
+        r = self._reversed
+        if r is None or r.shape[0] != n or r.dtype != x.dtype or r.device != x.device:
+            r = self._reversed = torch.arange(n - 1, -1, -1, dtype=x.dtype, device=x.device)
+        return r
