@@ -606,9 +606,9 @@ def _lstm(mode: str) -> Spec:
         return [torch.lstm(b[0], (zeros, zeros), p, True, 1, 0.0, True, False, False)[0]]
     return Spec(f"T={t} N={n} K={k} D={d}", [randn(t, n, k), _cont(t, n)], twin,
                 _RECURRENT_PARAM.format(d=d), twin_params=twin_params,
-                note="twin: torch.lstm, nn.LSTM's kernel (on CPU oneDNN's fused LSTM, so its "
-                "op count does not grow with T); ours loops over the T steps (Caffe's cont "
-                "resets), which the LOOP flag shows")
+                note="twin: torch.lstm, nn.LSTM's kernel (on CPU oneDNN's fused LSTM). Ours "
+                "calls the same kernel when cont only restarts sequences at t = 0, as here; "
+                "with a restart at t >= 1 it loops over the T steps")
 
 
 @case("RNN")

@@ -11,7 +11,7 @@ import torch
 from google.protobuf import text_format
 
 import caffe
-from caffe._layers.loss.softmax_with_loss import labels_checked_on
+from caffe._layers.loss.labels import labels_checked_on
 from caffe._layers.vision.im2col import im2col
 from caffe.blob import Blob
 from caffe.errors import LayerSetupError

@@ -21,12 +21,10 @@ import torch
 from caffe._layers.base import LossLayer
 from caffe._layers.loss.labels import (
     LOG_THRESHOLD,
+    check_label_range,
     int_labels,
     labels_checked_on,
     refuse_backward,
-)
-from caffe._layers.loss.softmax_with_loss import (
-    check_label_range,
     valid_labels,
     valid_normalizer,
 )

@@ -15,8 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from caffe._layers.base import LossLayer
-from caffe._layers.loss.labels import int_labels, refuse_backward, require_batch_axis
-from caffe._layers.loss.softmax_with_loss import valid_normalizer
+from caffe._layers.loss.labels import (
+    int_labels,
+    refuse_backward,
+    require_batch_axis,
+    valid_normalizer,
+)
 from caffe.errors import LayerSetupError
 from caffe.proto import caffe_pb2
 from caffe.registry import register_layer

@@ -20,7 +20,6 @@ import torch
 from caffe._layers.base import LossLayer, normalization_mode
 from caffe._layers.loss.labels import (
     check_label_range,
-    check_labels,
     int_labels,
     labels_checked_on,
     refuse_backward,
@@ -34,9 +33,7 @@ from caffe.registry import register_layer
 
 FLT_MIN = 1.17549435e-38
 
-# re-exported: the other loss layers share these helpers
-__all__ = ["SoftmaxWithLoss", "check_label_range", "check_labels", "labels_checked_on",
-           "valid_labels", "valid_normalizer"]
+__all__ = ["SoftmaxWithLoss"]
 
 
 @register_layer("SoftmaxWithLoss")
