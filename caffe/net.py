@@ -532,20 +532,20 @@ class Net:
     def _plan_folding(self) -> None:
         """Let each BatchNorm apply the per-channel Scale that follows it in place (ResNet's
         BatchNorm + Scale pairs), as PyTorch's affine batch norm: one pass over the blob
-        instead of two, each way. With global statistics only where neither needs a backward
-        (its in-place output leaves no input to differentiate the Scale with); with batch
-        statistics when the BatchNorm runs in place too (otherwise its top's diff, which a
-        user may read after the backward, would have to be written as well). The blobs and
-        diffs hold the same values after the pair either way."""
+        instead of two or more, each way (the BatchNorm keeps its input for the pair's
+        backward, as the Scale would have kept a copy of its own). Where a backward is needed,
+        only when the BatchNorm runs in place too: otherwise its top's diff, which a user may
+        read after the backward, would have to be written as well; and never where only the
+        Scale needs one (learning s and b above a BatchNorm that needs none): the net would not
+        call the BatchNorm's backward, which does the pair's. The blobs and diffs hold the same
+        values after the pair either way."""
         layers, need = self._layers, self._layer_need_backward
         for li in range(len(layers) - 1):
             bn, sc = layers[li], layers[li + 1]
             if bn.type != "BatchNorm":
                 continue
-            if bn.use_global_stats:
-                foldable = not (need[li] or need[li + 1])
-            else:
-                foldable = self._top_vecs[li][0] is self._bottom_vecs[li][0]
+            in_place = self._top_vecs[li][0] is self._bottom_vecs[li][0]
+            foldable = need[li] == need[li + 1] and (in_place or not need[li])
             if (foldable and sc.type == "Scale"
                     and len(self._bottom_vecs[li + 1]) == 1
                     and self._bottom_vecs[li + 1][0] is self._top_vecs[li][0]

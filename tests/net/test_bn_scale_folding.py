@@ -65,9 +65,30 @@ def test_a_partial_forward_runs_the_layers_separately():
     np.testing.assert_allclose(net.blobs["conv"].data, expect, rtol=1e-5, atol=1e-6)
 
 
-def test_no_folding_of_global_statistics_where_a_backward_is_needed():
-    net = _net(force_backward=True)
+def test_no_folding_out_of_place_where_a_backward_is_needed():
+    assert _net(in_place=False, force_backward=True).layer_dict["scale"].folded_at is None
+
+
+def test_no_folding_where_only_the_scale_needs_a_backward():
+    """Learning s and b above a BatchNorm that needs no backward: the net would skip the
+    BatchNorm's backward, which computes the folded pair's."""
+    text = """
+    layer { name: "data" type: "Input" top: "data" top: "target"
+      input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+    layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data"
+      param { lr_mult: 0 } param { lr_mult: 0 } param { lr_mult: 0 } }
+    layer { name: "scale" type: "Scale" bottom: "data" top: "data" scale_param { bias_term: true } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "data" bottom: "target" top: "loss" }
+    """
+    net = caffe.Net(text_format.Parse(text, caffe_pb2.NetParameter()), caffe.TRAIN)
+    assert net._layer_need_backward[1:3] == [False, True]
     assert net.layer_dict["scale"].folded_at is None
+    rng = np.random.default_rng(2)
+    net.blobs["data"].data[...] = rng.standard_normal((2, 3, 4, 4))
+    net.blobs["target"].data[...] = rng.standard_normal((2, 3, 4, 4))
+    net.forward()
+    net.backward()
+    assert np.abs(net.params["scale"][0].diff).sum() > 0
 
 
 def _train_state(net: caffe.Net) -> dict[str, np.ndarray]:
@@ -80,8 +101,10 @@ def _train_state(net: caffe.Net) -> dict[str, np.ndarray]:
     return out
 
 
-def _train_net(in_place: bool = True, bias: bool = True, batch: int = 2) -> caffe.Net:
-    net = _net(in_place, bias, force_backward=True, phase=caffe.TRAIN)
+def _train_net(in_place: bool = True, bias: bool = True, batch: int = 2,
+               global_stats: bool = False) -> caffe.Net:
+    net = _net(in_place, bias, force_backward=True, phase=caffe.TEST if global_stats
+               else caffe.TRAIN)
     if batch != 2:
         net.blobs["data"].reshape(batch, 3, 5, 5)
         net.blobs["data"].data[...] = np.random.default_rng(4).standard_normal((batch, 3, 5, 5))
@@ -110,22 +133,24 @@ def test_batch_statistics_fold_only_an_in_place_batchnorm():
     assert _train_net(in_place=False).layer_dict["scale"].folded_at is None
 
 
-@pytest.mark.parametrize("bias, batch", [(True, 2), (False, 2), (True, 1)])
-def test_batch_statistics_fold_forward_and_backward(bias, batch):
+@pytest.mark.parametrize("bias, batch, global_stats", [
+    (True, 2, False), (False, 2, False), (True, 1, False), (True, 2, True), (False, 1, True)])
+def test_the_pair_folds_forward_and_backward(bias, batch, global_stats):
     in_place = True
-    net = _train_net(in_place, bias, batch)
+    net = _train_net(in_place, bias, batch, global_stats)
     assert net.layer_dict["scale"].folded_at is not None
     for _ in range(2):  # running sums and accumulated parameter diffs of two passes
         net.forward()
         net.backward()
     assert net.layer_dict["bn"].applied_scale
-    ref = _train_net(in_place, bias, batch)
+    ref = _train_net(in_place, bias, batch, global_stats)
     _unfolded_step(ref)
     _check_equal(_train_state(net), _unfolded_step(ref))
 
 
-def test_a_backward_that_stops_between_the_pair_runs_the_scale_on_its_own():
-    net, ref = _train_net(), _train_net()
+@pytest.mark.parametrize("global_stats", [False, True])
+def test_a_backward_that_stops_between_the_pair_runs_the_scale_on_its_own(global_stats):
+    net, ref = _train_net(global_stats=global_stats), _train_net(global_stats=global_stats)
     net.forward()  # folded
     net.backward(start="relu", end="scale")
     net.backward(start="bn")

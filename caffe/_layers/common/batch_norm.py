@@ -81,9 +81,13 @@ class BatchNorm(Layer):
                               and PASS.fold_from <= self._fold_index < PASS.fold_to)
         if self.use_global_stats:
             mean, var, self.invstd, mul, add = self._global_stats(x.dtype, self.applied_scale)
-            if top[0] is not bottom[0]:
+            if top[0] is not bottom[0] or (self.applied_scale and self.need_backward):
                 w, b = self._scale_terms()
                 y = F.batch_norm(x3, mean, var, w, b, False, 0.0, self.eps)
+                if top[0] is bottom[0]:  # the pair's backward needs the input: keep it
+                    self.x3, self.mean, self.var = x3, mean, var
+                    top[0].swap_tensor(y.view(x.shape))
+                    return
             else:  # x * mul + add: invstd and -mean invstd, times s (plus b) when folded
                 shape = (1, self.channels, 1)
                 affine_(x3, mul.view(shape), add.view(shape))
@@ -119,8 +123,8 @@ class BatchNorm(Layer):
             scale.folded_at, scale.folded_into = index, self
 
     def normalized(self) -> torch.Tensor:
-        """(x - mean) * invstd of the last batch-statistics forward, (N, C, M): the input of a
-        folded Scale, for a backward that runs the Scale on its own."""
+        """(x - mean) * invstd of the last forward that kept its input, (N, C, M): the input of
+        a folded Scale, for a backward that runs the Scale on its own."""
         return (self.x3 - self.mean.view(1, -1, 1)) * self.invstd.view(1, -1, 1)
 
     def _global_stats(self, dtype: torch.dtype, folded: bool) -> tuple[torch.Tensor, ...]:
@@ -196,8 +200,11 @@ class BatchNorm(Layer):
         w, _ = self._scale_terms()
         want_s = sc.param_propagate_down[0]
         want_b = sc.bias_term and sc.param_propagate_down[1]
-        dx, ds, db = _bn_backward(dy, self.x3, w, None, None, self.mean, self.invstd, True,
-                                  self.eps, [want_x, want_s, want_b])
+        if self.use_global_stats:  # running statistics: the eval-mode backward
+            stats = (self.mean, self.var, None, None, False)
+        else:
+            stats = (None, None, self.mean, self.invstd, True)
+        dx, ds, db = _bn_backward(dy, self.x3, w, *stats, self.eps, [want_x, want_s, want_b])
         if want_s:
             sc.add_scale_diff(ds)
         if want_b:
