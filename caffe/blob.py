@@ -20,7 +20,7 @@ from caffe._common import LOG, STATE
 from caffe.errors import ShapeMismatchError
 
 # host-mirror states (only used when the tensors live on a CUDA device)
-_HOST_STALE, _HOST_SYNCED, _HOST_HEAD = 0, 1, 2
+_HOST_STALE, _HOST_HEAD = 0, 1
 
 
 class _Transfers:

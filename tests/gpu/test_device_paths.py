@@ -1,7 +1,12 @@
 """Code paths taken only on a GPU give what the CPU gives: the one-pass in-place affine of
-BatchNorm (global statistics, with the Scale after it folded in) and of an in-place Scale."""
+BatchNorm (global statistics, with the Scale after it folded in) and of an in-place Scale, the
+fused and looped recurrent layers; and the device paths of the label-reading layers never wait
+for the device (CUDA's sync debug mode turns any wait into an error)."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +90,36 @@ def test_recurrent_layers_match_the_cpu(kind, reset_inside):
         caffe.set_mode_cpu()
     for k in cpu:
         np.testing.assert_allclose(gpu[k], cpu[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def _device_ops_module():
+    """tests/layers_extra/test_device_ops.py: its cases and helpers (one list for both)."""
+    path = Path(__file__).parents[1] / "layers_extra" / "test_device_ops.py"
+    spec = importlib.util.spec_from_file_location("device_ops_cases", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@cuda
+def test_label_reading_layers_never_wait_for_the_device(monkeypatch):
+    monkeypatch.delenv("CAFFE_CHECK_LABELS", raising=False)
+    ops = _device_ops_module()
+    caffe.set_mode_gpu()
+    try:
+        for type_, param, bottoms, n_top, down in ops.DEVICE_CASES:
+            layer, bottom, top = ops._layer(type_, param, ops._bottoms(bottoms), n_top,
+                                            torch.float32)
+            for b in bottom:
+                b.to(torch.device("cuda"))
+            for t in top:
+                t.diff_tensor = torch.ones(t.shape, device="cuda")
+            ops._net_step(layer, bottom, top, down)  # lazily built tables may read back
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                ops._net_step(layer, bottom, top, down)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    finally:
+        caffe.set_mode_cpu()
