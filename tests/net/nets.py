@@ -33,6 +33,20 @@ def make_net(text: str, phase=caffe.TRAIN, **kw) -> caffe.Net:
 IP_FILLERS = ("weight_filler { type: 'gaussian' std: 0.5 } "
               "bias_filler { type: 'uniform' min: -0.5 max: 0.5 }")
 
+def euclid_net(module: str, extra: str = "") -> str:
+    """Input -> InnerProduct -> the Python EuclideanLoss of ``module`` (tests/net/conftest.py's
+    ``python_layer_module``); ``extra`` goes before the layers (e.g. force_backward)."""
+    return """
+    %s
+    layer { name: "input" type: "Input" top: "data" top: "label"
+            input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+    layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+            inner_product_param { num_output: 2 %s } }
+    layer { name: "loss" type: "Python" bottom: "fc" bottom: "label" top: "loss"
+            python_param { module: "%s" layer: "EuclideanLoss" } loss_weight: 1 }
+    """ % (extra, IP_FILLERS, module)
+
+
 LINREG = """
 name: "linreg"
 layer { name: "input" type: "Input" top: "data" top: "label"

@@ -9,24 +9,12 @@ import pytest
 import caffe
 from caffe.errors import BlobCountError, CaffeError, PythonLayerError
 
-from nets import IP_FILLERS, make_net, write
-
-
-def _euclid_net(module: str, extra: str = "") -> str:
-    return """
-    %s
-    layer { name: "input" type: "Input" top: "data" top: "label"
-            input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
-    layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
-            inner_product_param { num_output: 2 %s } }
-    layer { name: "loss" type: "Python" bottom: "fc" bottom: "label" top: "loss"
-            python_param { module: "%s" layer: "EuclideanLoss" } loss_weight: 1 }
-    """ % (extra, IP_FILLERS, module)
+from nets import euclid_net, make_net, write
 
 
 def test_python_euclidean_loss_matches_builtin(python_layer_module):
-    net = make_net(_euclid_net(python_layer_module, "force_backward: true"))
-    ref = make_net(_euclid_net(python_layer_module, "force_backward: true").replace(
+    net = make_net(euclid_net(python_layer_module, "force_backward: true"))
+    ref = make_net(euclid_net(python_layer_module, "force_backward: true").replace(
         'type: "Python"', 'type: "EuclideanLoss"'))
     for j in range(2):
         ref.params["fc"][j].data[...] = net.params["fc"][j].data
@@ -47,7 +35,7 @@ def test_python_euclidean_loss_matches_builtin(python_layer_module):
 
 
 def test_propagate_down_is_a_list_of_bools_and_label_gets_nothing(python_layer_module):
-    net = make_net(_euclid_net(python_layer_module))
+    net = make_net(euclid_net(python_layer_module))
     seen = []
     layer = net.layers[2]
     original = layer.backward
@@ -179,7 +167,7 @@ def test_missing_module_names_module_and_sys_path():
 
 def test_python_layers_can_be_refused(python_layer_module):
     with pytest.raises(PythonLayerError, match="allow_python_layers=False"):
-        make_net(_euclid_net(python_layer_module), allow_python_layers=False)
+        make_net(euclid_net(python_layer_module), allow_python_layers=False)
 
 
 def test_builtin_blob_count_error_message():
@@ -194,6 +182,6 @@ def test_builtin_blob_count_error_message():
 
 
 def test_errors_are_caffe_errors_from_a_file(python_layer_module):
-    path = write(_euclid_net(python_layer_module).replace('"Python"', '"Pythn"'))
+    path = write(euclid_net(python_layer_module).replace('"Python"', '"Pythn"'))
     with pytest.raises(CaffeError, match="unknown type 'Pythn'.*Known types:.*InnerProduct"):
         caffe.Net(path, caffe.TRAIN)

@@ -10,7 +10,7 @@ import pytest
 import caffe
 from caffe.errors import CaffeError
 
-from nets import IP_FILLERS, make_net
+from nets import IP_FILLERS, euclid_net, make_net
 
 NET = """
 layer { name: "input" type: "Input" top: "data" top: "sel"
@@ -98,14 +98,7 @@ def test_skipping_gives_the_same_outputs():
 
 
 def test_python_layers_are_reshaped_before_every_forward(python_layer_module):
-    net = make_net("""
-    layer { name: "input" type: "Input" top: "data" top: "label"
-            input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
-    layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
-            inner_product_param { num_output: 2 %s } }
-    layer { name: "loss" type: "Python" bottom: "fc" bottom: "label" top: "loss"
-            python_param { module: "%s" layer: "EuclideanLoss" } loss_weight: 1 }
-    """ % (IP_FILLERS, python_layer_module))
+    net = make_net(euclid_net(python_layer_module))
     calls = _count_reshapes(net)
     for _ in range(3):
         net.forward()
