@@ -55,3 +55,17 @@ class GradientCheckError(CaffeError, AssertionError):
 
 class NumericalError(CaffeError, FloatingPointError):
     """A layer produced NaN or Inf (raised when ``net.check_nan`` is on)."""
+
+
+#: what a CUDA device-side assert most often means in a Caffe net, and how to find the layer
+DEVICE_ASSERT_HINT = (
+    "A device-side assert in a Caffe net is most often a label or index out of range on the "
+    "GPU (a loss or Accuracy label, a BatchReindex index), which is not checked there by "
+    "default because the check waits for the device; the GPU reports it later, so the layer "
+    "named with it may not be the one at fault. Run again with the environment variable "
+    "CAFFE_CHECK_LABELS=1 (or on the CPU) to get an error naming the layer and the value.")
+
+
+def with_device_hint(message: str) -> str:
+    """``message`` followed by DEVICE_ASSERT_HINT when it reports a CUDA device-side assert."""
+    return f"{message}\n{DEVICE_ASSERT_HINT}" if "device-side assert" in message else message

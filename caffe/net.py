@@ -28,6 +28,7 @@ from caffe.errors import (
     PythonLayerError,
     ShapeMismatchError,
     UnknownLayerTypeError,
+    with_device_hint,
 )
 from caffe.layer import PASS, Layer, Phase
 from caffe.proto import caffe_pb2, files, upgrade
@@ -195,7 +196,8 @@ def _raise_from(layer: Layer, stage: str, e: BaseException) -> None:
     if isinstance(e, CaffeError) and f"'{layer.name}'" in str(e):
         raise e
     err_type = PythonLayerError if layer.type == "Python" else LayerSetupError
-    raise err_type(f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}") from e
+    raise err_type(with_device_hint(
+        f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}")) from e
 
 
 def _abs_mean(t: torch.Tensor) -> float:

@@ -49,15 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: what a CUDA device-side assert most often means in a Caffe net, and how to find the layer
-DEVICE_ASSERT_HINT = (
-    "A device-side assert in a Caffe net is most often a label or index out of range on the "
-    "GPU (a loss or Accuracy label, a BatchReindex index), which is not checked "
-    "there by default because the check waits for the device. Run again with the environment "
-    "variable CAFFE_CHECK_LABELS=1 (or on the CPU) to get an error naming the layer and the "
-    "value.")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -65,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1
-    from caffe.errors import CaffeError
+    from caffe.errors import CaffeError, with_device_hint
 
     try:
         return int(args._run(args) or 0)
@@ -75,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:
         if "device-side assert" not in str(e):
             raise
-        print(f"caffe {args.command}: error: {e}\n{DEVICE_ASSERT_HINT}", file=sys.stderr)
+        print(f"caffe {args.command}: error: {with_device_hint(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -65,3 +65,18 @@ def test_debug_info_prints_caffe_lines(caplog):
     assert "[Backward] Layer fc, param blob 1 diff:" in text
     assert "[Backward] Layer loss, bottom blob fc diff:" in text
     assert caffe.TRAIN == net.phase
+
+
+def test_a_device_side_assert_comes_with_the_label_check_hint(monkeypatch):
+    """The GPU reports an out-of-range label later, from another layer: the error says so."""
+    net = make_net(LINREG)
+    layer = net.layer_dict["fc"]
+
+    def fails(bottom, top):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+    monkeypatch.setattr(layer, "forward", fails)
+    with pytest.raises(caffe.errors.LayerSetupError) as info:
+        net.forward()
+    message = str(info.value)
+    assert "'fc'" in message and "CAFFE_CHECK_LABELS=1" in message
+    assert "may not be the one at fault" in message
