@@ -164,3 +164,44 @@ def test_a_folded_forward_with_an_inspected_backward():
     net.before_backward(lambda li: None)
     net.backward()
     _check_equal(_train_state(net), _unfolded_step(ref))
+
+
+@pytest.mark.parametrize("global_stats", [False, True])
+def test_solver_steps_with_the_folded_pair_equal_steps_without(global_stats):
+    """Solver.step folds the pair and releases intermediate diffs; with a callback neither
+    happens. Three SGD steps must leave the same parameters and running statistics."""
+    stats = "batch_norm_param { use_global_stats: true }" if global_stats else ""
+    text = NET % ("", "conv", "conv", "conv", "true", "conv", "conv")
+    text = text.replace('top: "conv" }', f'top: "conv" {stats} }}', 1)
+    text = text.replace('layer { name: "data" type: "Input" top: "data"\n  input_param { shape '
+                        '{ dim: 2 dim: 3 dim: 5 dim: 5 } } }',
+                        'layer { name: "data" type: "Input" top: "data" top: "target"\n'
+                        '  input_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } '
+                        'shape { dim: 2 dim: 4 dim: 3 dim: 3 } } }')
+    text += ('layer { name: "loss" type: "EuclideanLoss" bottom: "conv" bottom: "target" '
+             'top: "loss" }\n')
+    results = []
+    for callback in (False, True):
+        caffe.set_random_seed(7)
+        sp = caffe_pb2.SolverParameter(type="SGD", base_lr=0.1, momentum=0.9,
+                                       weight_decay=1e-3, lr_policy="fixed", display=0,
+                                       max_iter=10)
+        sp.train_net_param.CopyFrom(text_format.Parse(text, caffe_pb2.NetParameter()))
+        solver = caffe.get_solver(sp)
+        net = solver.net
+        assert net.layer_dict["scale"].folded_at is not None
+        rng = np.random.default_rng(3)
+        net.params["bn"][0].data[...] = rng.standard_normal(4)
+        net.params["bn"][1].data[...] = rng.uniform(0.5, 2, 4)
+        net.params["bn"][2].data[...] = 1
+        net.blobs["data"].data[...] = rng.standard_normal((2, 3, 5, 5))
+        net.blobs["target"].data[...] = rng.standard_normal((2, 4, 3, 3))
+        if callback:
+            net.before_forward(lambda li: None)
+        solver.step(3)
+        assert net.layer_dict["bn"].applied_scale != callback
+        results.append({f"{n}[{j}]": b.data.copy() for n, bs in net.params.items()
+                        for j, b in enumerate(bs)})
+    for k in results[1]:
+        np.testing.assert_allclose(results[0][k], results[1][k], rtol=2e-5, atol=2e-6,
+                                   err_msg=k)

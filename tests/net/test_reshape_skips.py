@@ -103,3 +103,38 @@ def test_python_layers_are_reshaped_before_every_forward(python_layer_module):
     for _ in range(3):
         net.forward()
     assert calls["loss"] == 3 and calls["fc"] == 1
+
+
+FCN = """
+layer { name: "input" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 2 dim: 9 dim: 9 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 3 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "up" type: "Deconvolution" bottom: "pool" top: "up"
+        convolution_param { num_output: 3 kernel_size: 4 stride: 2
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "crop" type: "Crop" bottom: "up" bottom: "data" top: "crop"
+        crop_param { axis: 2 offset: 1 } }
+layer { name: "prob" type: "Softmax" bottom: "crop" top: "prob" }
+"""
+
+
+def test_inputs_of_changing_size_give_what_a_fresh_net_gives():
+    """A fully convolutional net fed images of alternating sizes (the skipped reshapes must
+    run again whenever a size changes)."""
+    caffe.set_random_seed(4)
+    net = make_net(FCN, caffe.TEST)
+    rng = np.random.default_rng(1)
+    for size in (9, 13, 9, 9, 11):
+        x = rng.standard_normal((1, 2, size, size)).astype(np.float32)
+        net.blobs["data"].reshape(1, 2, size, size)
+        net.blobs["data"].data[...] = x
+        got = net.forward()["prob"].copy()
+        caffe.set_random_seed(4)
+        fresh = make_net(FCN.replace("dim: 9 dim: 9", f"dim: {size} dim: {size}"), caffe.TEST)
+        fresh.blobs["data"].data[...] = x
+        np.testing.assert_allclose(got, fresh.forward()["prob"], rtol=1e-6, atol=1e-7)
+        assert got.shape == (1, 3, size, size)
