@@ -172,10 +172,11 @@ class BatchNorm(Layer):
             y = torch.zeros_like(x3) if b is None else b.view(1, c, 1).expand_as(x3).clone()
             self.mean = mean
             self.invstd = torch.full_like(mean, self.eps).rsqrt_()
-        f = self.moving_average_fraction
-        for blob, batch in ((self.blobs[0], mean), (self.blobs[1], unbiased)):
-            blob.tensor.view(-1).mul_(f).add_(batch.to(blob.tensor.dtype))
-        self.blobs[2].tensor.mul_(f).add_(1.0)
+        # sums = f * sums + batch (factor: f * factor + 1): three kernels for the three blobs
+        sums = [b.tensor.view(-1) for b in self.blobs]
+        torch._foreach_mul_(sums, self.moving_average_fraction)
+        torch._foreach_add_(sums[:2], [mean.to(sums[0].dtype), unbiased.to(sums[1].dtype)])
+        sums[2].add_(1.0)
         return y
 
     def backward(self, top, propagate_down, bottom):
