@@ -80,8 +80,10 @@ class BatchNorm(Layer):
         self.applied_scale = (self._fold is not None
                               and PASS.fold_from <= self._fold_index < PASS.fold_to)
         if self.use_global_stats:
-            mean, var, self.invstd, mul, add = self._global_stats(x.dtype, self.applied_scale)
             if top[0] is not bottom[0] or (self.applied_scale and self.need_backward):
+                # batch_norm takes the Scale's terms itself: only the statistics are derived
+                # (and stay cached on a GPU while the solver changes the Scale's s and b)
+                mean, var, self.invstd, _, _ = self._global_stats(x.dtype, False)
                 w, b = self._scale_terms()
                 y = F.batch_norm(x3, mean, var, w, b, False, 0.0, self.eps)
                 if top[0] is bottom[0]:  # the pair's backward needs the input: keep it
@@ -89,6 +91,7 @@ class BatchNorm(Layer):
                     top[0].swap_tensor(y.view(x.shape))
                     return
             else:  # x * mul + add: invstd and -mean invstd, times s (plus b) when folded
+                _, _, self.invstd, mul, add = self._global_stats(x.dtype, self.applied_scale)
                 shape = (1, self.channels, 1)
                 affine_(x3, mul.view(shape), add.view(shape))
                 if x3.data_ptr() == x.data_ptr():
