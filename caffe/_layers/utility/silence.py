@@ -3,8 +3,6 @@ backward writes zero diffs to the bottoms it propagates to."""
 
 from __future__ import annotations
 
-import torch
-
 from caffe.layer import Layer
 from caffe.registry import register_layer
 
@@ -19,5 +17,5 @@ class Silence(Layer):
 
     def backward(self, top, propagate_down, bottom):
         for b, need in zip(bottom, propagate_down):
-            if need:
-                b.diff_tensor = torch.zeros_like(b.tensor)
+            if need:  # into the diff's own memory, as Caffe sets it (no new buffer per pass)
+                b.diff_tensor.zero_()
