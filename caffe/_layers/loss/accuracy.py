@@ -9,18 +9,16 @@ only with CAFFE_CHECK_LABELS=1); nothing else reads a value back from the device
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from caffe._layers.loss.labels import (
     check_label_range,
+    class_layout,
     int_labels,
     labels_checked_on,
     require_batch_axis,
     valid_labels,
 )
-from caffe._layers.neuron.softmax import softmax_view
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
 from caffe.registry import register_layer
@@ -39,25 +37,15 @@ class Accuracy(Layer):
         self.ignore_label = int(p.ignore_label) if p.HasField("ignore_label") else None
 
     def reshape(self, bottom, top):
-        shape = bottom[0].shape
         require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
-        self.axis = bottom[0].canonical_axis(self.layer_param.accuracy_param.axis)
-        self.outer = math.prod(shape[:self.axis])
-        self.channels = shape[self.axis]
-        self.inner = math.prod(shape[self.axis + 1:])
-        if self.outer * self.inner != bottom[1].count:
-            raise LayerSetupError(
-                f"Layer '{self.name}' (Accuracy): number of labels must match number of "
-                f"predictions; scores {shape} with axis {self.axis} need "
-                f"{self.outer * self.inner} labels, got {bottom[1].count} (shape "
-                f"{bottom[1].shape})")
+        # scores as (outer, C[, inner]), labels as (outer, 1[, inner]): they gather along dim 1
+        (self.axis, self.outer, self.channels, self.inner, self.view,
+         self.label_view) = class_layout(self, bottom[0], bottom[1],
+                                         self.layer_param.accuracy_param.axis, "axis")
         if self.top_k > self.channels:
             raise LayerSetupError(
                 f"Layer '{self.name}' (Accuracy): top_k {self.top_k} must be at most the number "
                 f"of classes {self.channels}")
-        # scores as (outer, C[, inner]), labels as (outer, 1[, inner]): they gather along dim 1
-        self.view = softmax_view(shape, self.axis)
-        self.label_view = (self.outer, 1) + self.view[2:]
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((self.channels,))

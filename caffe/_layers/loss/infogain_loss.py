@@ -14,21 +14,19 @@ as in SoftmaxWithLoss (on the CPU; elsewhere only with CAFFE_CHECK_LABELS=1)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from caffe._layers.base import LossLayer
 from caffe._layers.loss.labels import (
     LOG_THRESHOLD,
     check_label_range,
+    class_layout,
     int_labels,
     labels_checked_on,
     refuse_backward,
     valid_labels,
     valid_normalizer,
 )
-from caffe._layers.neuron.softmax import softmax_view
 from caffe.errors import FileFormatError, LayerSetupError
 from caffe.model_io import blobproto_to_array
 from caffe.proto import caffe_pb2, files
@@ -73,17 +71,9 @@ class InfogainLoss(LossLayer):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        shape = bottom[0].shape
-        self.axis = bottom[0].canonical_axis(self.layer_param.infogain_loss_param.axis)
-        self.outer = math.prod(shape[:self.axis])
-        self.num_labels = shape[self.axis]
-        self.inner = math.prod(shape[self.axis + 1:])
-        if self.outer * self.inner != bottom[1].count:
-            raise LayerSetupError(
-                f"Layer '{self.name}' (InfogainLoss): number of labels must match number of "
-                f"predictions; scores {shape} with infogain axis {self.axis} need "
-                f"{self.outer * self.inner} labels, got {bottom[1].count} (shape "
-                f"{bottom[1].shape})")
+        self.axis, self.outer, self.num_labels, self.inner, self.view, _ = class_layout(
+            self, bottom[0], bottom[1], self.layer_param.infogain_loss_param.axis,
+            "infogain axis")
         h_count = bottom[2].count if len(bottom) > 2 else self.infogain.numel()
         if h_count != self.num_labels ** 2:
             where = "bottom 2" if len(bottom) > 2 else repr(
@@ -93,7 +83,7 @@ class InfogainLoss(LossLayer):
                 f"{self.num_labels}x{self.num_labels} ({self.num_labels ** 2} values) for "
                 f"{self.num_labels} classes; it has {h_count} values")
         if len(top) > 1:
-            top[1].reshape(shape)
+            top[1].reshape(bottom[0].shape)
 
     def _matrix(self, bottom, like: torch.Tensor) -> torch.Tensor:
         """H as (K, K) on ``like``'s device and dtype (a file's H is converted once)."""
@@ -106,7 +96,7 @@ class InfogainLoss(LossLayer):
 
     def forward(self, bottom, top):
         x = bottom[0].tensor
-        prob = torch.softmax(x.reshape(softmax_view(x.shape, self.axis)), dim=1)
+        prob = torch.softmax(x.reshape(self.view), dim=1)
         if prob.dim() == 2:
             prob = prob.unsqueeze(2)  # (outer, K, 1): a view
         labels = int_labels(bottom[1].tensor).reshape(self.outer, self.inner)

@@ -8,12 +8,15 @@ run only when the environment variable CAFFE_CHECK_LABELS=1 is set (``labels_che
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
 from caffe._layers.base import normalizer
+from caffe._layers.neuron.softmax import softmax_view
 from caffe.blob import Blob
 from caffe.errors import LayerSetupError
 from caffe.proto import caffe_pb2
@@ -85,6 +88,35 @@ def check_labels(layer, labels: torch.Tensor, num_classes: int, ignore: int | No
             f"Layer '{layer.name}' ({layer.type}): label {value} is out of range; labels must "
             f"lie in [0, {num_classes})" + ("" if ignore is None else
                                            f" or equal ignore_label {ignore}"))
+
+
+class ClassLayout(NamedTuple):
+    """Where the classes lie in a blob of scores: the class ``axis``, ``outer`` (items before
+    it), ``channels`` (classes), ``inner`` (positions after it); ``view``, the scores as
+    (outer, C[, inner]) for work along dim 1 (no inner axis when it is 1: torch's fast
+    last-axis kernels), and ``label_view``, the labels as (outer, 1[, inner]) to index them."""
+
+    axis: int
+    outer: int
+    channels: int
+    inner: int
+    view: tuple[int, ...]
+    label_view: tuple[int, ...]
+
+
+def class_layout(layer, scores: Blob, labels: Blob, axis: int, axis_name: str) -> ClassLayout:
+    """The ClassLayout of ``scores`` with classes at ``axis`` (named ``axis_name`` in errors),
+    raising naming the layer unless ``labels`` holds one label per item and position."""
+    shape = scores.shape
+    axis = scores.canonical_axis(axis)
+    outer, channels, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+    if outer * inner != labels.count:
+        raise LayerSetupError(
+            f"Layer '{layer.name}' ({layer.type}): number of labels must match number of "
+            f"predictions; scores {shape} with {axis_name} {axis} need {outer * inner} labels, "
+            f"got {labels.count} (shape {labels.shape})")
+    view = softmax_view(shape, axis)
+    return ClassLayout(axis, outer, channels, inner, view, (outer, 1) + view[2:])
 
 
 def legacy_shape(layer, blob: Blob, what: str) -> tuple[int, int, int, int]:

@@ -13,13 +13,12 @@ reads a value back from the device."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from caffe._layers.base import LossLayer, normalization_mode
 from caffe._layers.loss.labels import (
     check_label_range,
+    class_layout,
     int_labels,
     labels_checked_on,
     refuse_backward,
@@ -27,8 +26,6 @@ from caffe._layers.loss.labels import (
     valid_labels,
     valid_normalizer,
 )
-from caffe._layers.neuron.softmax import softmax_view
-from caffe.errors import LayerSetupError
 from caffe.registry import register_layer
 
 FLT_MIN = 1.17549435e-38
@@ -50,23 +47,13 @@ class SoftmaxWithLoss(LossLayer):
     def reshape(self, bottom, top):
         require_batch_axis(self, bottom[0], "the prediction (bottom 0)")
         super().reshape(bottom, top)
-        shape = bottom[0].shape
-        self.axis = bottom[0].canonical_axis(self.layer_param.softmax_param.axis)
-        self.outer = math.prod(shape[:self.axis])
-        self.channels = shape[self.axis]
-        self.inner = math.prod(shape[self.axis + 1:])
-        if self.outer * self.inner != bottom[1].count:
-            raise LayerSetupError(
-                f"Layer '{self.name}' (SoftmaxWithLoss): number of labels must match number of "
-                f"predictions; scores {shape} with softmax axis {self.axis} need "
-                f"{self.outer * self.inner} labels, got {bottom[1].count} (shape "
-                f"{bottom[1].shape})")
         # the scores as (outer, C[, inner]) and the labels as (outer, 1[, inner]): the labels
         # index the probabilities along dim 1 with no further reshaping
-        self.view = softmax_view(shape, self.axis)
-        self.label_view = (self.outer, 1) + self.view[2:]
+        (self.axis, self.outer, self.channels, self.inner, self.view,
+         self.label_view) = class_layout(self, bottom[0], bottom[1],
+                                         self.layer_param.softmax_param.axis, "softmax axis")
         if len(top) > 1:
-            top[1].reshape(shape)
+            top[1].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
         x = bottom[0].tensor
