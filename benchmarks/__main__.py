@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     results: dict = {
         "tag": tag, "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": report.machine(args.device), "code": report.code_state(),
+        "machine": {**report.machine(args.device), "malloc": report.host_allocator(args.malloc)},
+        "code": report.code_state(),
         "note": args.note,
         "settings": vars(settings), "targets": {"time": suite.TARGETS,
                                                 "memory": suite.MEMORY_TARGET},
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--note", default="", help="a remark for the results' machine section")
     run.add_argument("--cuda-graph", action="store_true",
                      help="neocaffe replays its passes as CUDA graphs (Net.use_cuda_graph)")
+    report.add_malloc_argument(run)
     run.add_argument("--no-memory", action="store_true")
     run.add_argument("--memory-only", action="store_true",
                      help="check and measure peak memory only (no timing; forward, batch-1 and "

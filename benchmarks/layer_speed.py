@@ -41,6 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import caffe
+from benchmarks import report
 from benchmarks.layer_speed_cases import CASES, SKIPPED, TIGHT_TYPES, Case
 from benchmarks.timing import interleaved_samples
 from caffe.blob import Blob
@@ -603,7 +604,8 @@ def markdown(result: dict) -> str:
     out = [f"# Per-layer speed: neocaffe layer vs direct torch twin ({m['device']})", "",
            f"`{m.get('command', 'python -m benchmarks.layer_speed')}` — {m['date']}, torch "
            f"{m['torch']}, Python {m['python']}, {m['cpus']} CPUs ({m['machine']}), "
-           f"{m['threads']} thread(s); sizes: {m['mode']}.", "",
+           f"{m['threads']} thread(s); sizes: {m['mode']}"
+           + (f"; host allocator: {m['malloc']}" if m.get("malloc") else "") + ".", "",
            "Each row times the layer as a net runs it, `reshape` + `_forward` then `backward` "
            "under `torch.no_grad()` as in `Net._forward` / `Net._backward` (forward only for "
            "layers without a backward; the loss stays a tensor, as in a training step, which "
@@ -673,14 +675,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, help="interleaved rounds (default 21)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write a Markdown report here")
+    report.add_malloc_argument(ap)
     ap.add_argument("--profile", action="store_true",
                     help="profile the cases that miss their target (torch.profiler, cProfile)")
     args = ap.parse_args(argv)
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    malloc = report.host_allocator(args.malloc)
     result = run(types, "quick" if args.quick else "full", args.device, args.threads,
                  args.repeats, profile=args.profile)
     argv = sys.argv[1:] if argv is None else argv
     result["meta"]["command"] = " ".join(["python -m benchmarks.layer_speed", *argv])
+    result["meta"]["malloc"] = malloc
     print()
     print(text_table(result))
     if args.json:

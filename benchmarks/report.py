@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from benchmarks.flops import fp32_peak
+from caffe.allocator import retain_freed_memory
 
 METHOD = """\
 - Each case builds the net from its prototxt in neocaffe and as a native PyTorch twin
@@ -140,6 +142,22 @@ def machine(device: str) -> dict:
     return info
 
 
+def add_malloc_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--malloc", default="retain", choices=("retain", "default"),
+                    help="retain (default): glibc keeps freed memory for reuse, for both "
+                         "sides, as the caffe command runs (caffe/allocator.py); default: the "
+                         "C library's own settings, under which page faults follow the "
+                         "allocation history of the process")
+
+
+def host_allocator(choice: str) -> str:
+    """Apply ``--malloc`` to this process (both sides of every case); returns a description
+    for the results' machine section."""
+    if choice == "retain" and retain_freed_memory():
+        return "glibc malloc keeping freed memory (caffe.allocator, as the caffe command runs)"
+    return "the C library's default malloc settings"
+
+
 def write_json(path: str, results: dict) -> None:
     with open(path, "w") as f:
         json.dump(results, f, indent=1, default=str)
@@ -186,6 +204,8 @@ def markdown(results: dict) -> str:
            + (f" ({m['gpu']})" if m.get("gpu") else ""),
            f"- Load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}",
            ]
+    if m.get("malloc"):
+        out += [f"- Host allocator: {m['malloc']}"]
     code = results.get("code")
     if code:
         out += [f"- neocaffe at commit {code['commit']}"

@@ -56,8 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1
+    from caffe.allocator import retain_freed_memory
     from caffe.errors import CaffeError, with_device_hint
 
+    retain_freed_memory()  # this process is ours: reuse freed pages (caffe/allocator.py)
     try:
         return int(args._run(args) or 0)
     except CaffeError as e:
