@@ -85,7 +85,7 @@ class Blob:
     """
 
     __slots__ = ("_t", "_g", "_hd", "_hg", "_hd_state", "_hg_state", "_dtype", "_released",
-                 "_held", "_gheld", "_held_id", "_gheld_id",
+                 "_held", "_gheld", "_held_id", "_gheld_id", "_host_access",
                  "__weakref__")
 
     def __init__(self, *shape, dtype: torch.dtype = torch.float32,
@@ -103,6 +103,7 @@ class Blob:
         self._held: weakref.ref | None = None
         self._gheld: weakref.ref | None = None
         self._held_id = self._gheld_id = 0  # id() of the tensor each view was made from
+        self._host_access = 0  # NumPy data views handed out (see data_version)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -213,6 +214,18 @@ class Blob:
                 f"cannot set {what}a blob of shape {self.shape} to a tensor of shape "
                 f"{tuple(value.shape)}: call blob.reshape first")
 
+    def data_version(self) -> tuple[int, int, int] | None:
+        """A token that changes whenever the data may have changed, for caches of values
+        derived from it: the memory, torch's in-place version counter, and the NumPy views
+        handed out (writes through NumPy bypass the counter, so each ``data`` access counts as
+        a change). None while a view handed out earlier is still alive, as a write through it
+        would go unseen."""
+        held = self._held
+        if held is not None and held() is not None:
+            return None
+        t = self.tensor  # a newer host copy (GPU mode) is copied over first, a versioned write
+        return (t.data_ptr(), t._version, self._host_access)
+
     def swap_tensor(self, value: torch.Tensor) -> None:
         """Hand the blob a new data tensor and let go of the old memory, which the caller keeps
         (an in-place layer keeping its input for the backward): unlike assigning ``tensor``,
@@ -268,6 +281,7 @@ class Blob:
     @property
     def data(self) -> np.ndarray:
         """The data as a NumPy array that writes through to the blob."""
+        self._host_access += 1
         if self._hd_state == _HOST_HEAD:
             return self._hd.numpy()
         if self._held is not None and self._held_id == id(self._t):

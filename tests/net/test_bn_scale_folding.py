@@ -205,3 +205,50 @@ def test_solver_steps_with_the_folded_pair_equal_steps_without(global_stats):
     for k in results[1]:
         np.testing.assert_allclose(results[0][k], results[1][k], rtol=2e-5, atol=2e-6,
                                    err_msg=k)
+
+
+def _forward(net: caffe.Net) -> np.ndarray:
+    net.forward()
+    return net.blobs[net.outputs[0]].data.copy()
+
+
+WRITES = {
+    # a NumPy write through a view that is dropped at once
+    "numpy": lambda blob, v: blob.data.__setitem__(Ellipsis, v),
+    # an in-place torch write (torch's version counter)
+    "torch": lambda blob, v: blob.tensor.copy_(blob.tensor.new_tensor(v)),
+    # new memory
+    "assign": lambda blob, v: setattr(blob, "tensor", blob.tensor.new_tensor(v)),
+}
+
+
+@pytest.mark.parametrize("how", sorted(WRITES))
+@pytest.mark.parametrize("layer, index", [("bn", 0), ("bn", 1), ("bn", 2), ("scale", 0),
+                                          ("scale", 1)])
+def test_derived_statistics_follow_every_write_to_the_blobs(how, layer, index):
+    """The derived statistics (and the folded Scale's terms) are kept between passes; any
+    write to a BatchNorm or Scale blob, through NumPy or torch, is seen by the next pass."""
+    net, ref = _net(), _net()
+    _forward(net)  # derives and keeps them
+    value = np.random.default_rng(5).uniform(0.5, 3, net.params[layer][index].data.shape)
+    for n in (net, ref):
+        WRITES[how](n.params[layer][index], value)
+    np.testing.assert_allclose(_forward(net), _reference(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_a_numpy_view_held_across_passes_is_seen():
+    net, ref = _net(), _net()
+    mean = net.params["bn"][0].data  # kept: a later write through it bypasses torch
+    _forward(net)
+    mean[...] = 1.5
+    ref.params["bn"][0].data[...] = 1.5
+    np.testing.assert_allclose(_forward(net), _reference(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_unchanged_blobs_are_not_derived_again():
+    net = _net()
+    bn = net.layer_dict["bn"]
+    _forward(net)
+    kept = bn._stats
+    _forward(net)
+    assert all(a is b for a, b in zip(bn._stats, kept))

@@ -82,7 +82,7 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             if top[0] is not bottom[0] or (self.applied_scale and self.need_backward):
                 # batch_norm takes the Scale's terms itself: only the statistics are derived
-                # (and stay cached on a GPU while the solver changes the Scale's s and b)
+                # (and stay cached while the solver changes the Scale's s and b)
                 mean, var, self.invstd, _, _ = self._global_stats(x.dtype, False)
                 w, b = self._scale_terms()
                 y = F.batch_norm(x3, mean, var, w, b, False, 0.0, self.eps)
@@ -133,19 +133,14 @@ class BatchNorm(Layer):
     def _global_stats(self, dtype: torch.dtype, folded: bool) -> tuple[torch.Tensor, ...]:
         """(mean, var, invstd = 1/sqrt(var + eps), mul, add) from the stored sums, where
         x * mul + add normalizes x (mul = invstd, add = -mean invstd; times the folded Scale's
-        s, plus its b). On a GPU
-        they are kept until a blob changes (its storage or torch's in-place version counter,
-        which every write there goes through), so a TEST net launches one kernel per
-        BatchNorm, not eight; on the CPU NumPy writes bypass that counter, and the few
-        C-sized operations cost little, so they are recomputed every pass (and inside a
-        captured CUDA graph, which must read the blobs each replay)."""
+        s, plus its b). They are kept until a blob may have changed (``Blob.data_version``), so
+        a TEST pass derives them once, not eight small operations per BatchNorm per pass; and
+        recomputed inside a captured CUDA graph, whose replays must derive them from the blobs'
+        values then, as nothing in Python runs."""
         blobs = list(self.blobs) + (list(self._fold.blobs) if folded else [])
-        device = blobs[0].tensor.device
-        # recomputed while a CUDA graph is captured: a replay must derive them from the
-        # blobs' current values, as nothing in Python runs then
-        key = (() if device.type == "cpu" or torch.cuda.is_current_stream_capturing() else
-               tuple((b.tensor.data_ptr(), b.tensor._version) for b in blobs) + (dtype, folded))
-        if not key or key != self._stats_key:
+        key = () if blobs[0]._t.is_cuda and torch.cuda.is_current_stream_capturing() else (
+            tuple([b.data_version() for b in blobs]) + (dtype, folded))
+        if not key or None in key or key != self._stats_key:
             mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(dtype) for b in self.blobs)
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)
             mean, var = mean_sum * inv, var_sum * inv
