@@ -193,3 +193,12 @@ def test_in_place_elementwise_scale_diff_survives_the_next_forward(data):
     np.testing.assert_allclose(bottom[1].diff, x)
     layer.Forward(bottom, [bottom[0]])
     np.testing.assert_allclose(bottom[1].diff, x)
+
+
+@pytest.mark.parametrize("param, missing", [("", "min and clip_param.max"),
+                                            ("clip_param { min: -1 }", "max"),
+                                            ("clip_param { max: 1 }", "min")])
+def test_clip_without_its_required_bounds_is_refused(param, missing):
+    layer = _layer("Clip", param)
+    with pytest.raises(LayerSetupError, match=rf"'\w+' \(Clip\): clip_param\.{missing} not given"):
+        _setup(layer, np.ones(3, np.float32))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from caffe._layers.base import NeuronLayer
+from caffe.errors import LayerSetupError
 from caffe.registry import register_layer
 
 
@@ -14,6 +15,12 @@ from caffe.registry import register_layer
 class Clip(NeuronLayer):
     def setup(self, bottom, top):
         p = self.layer_param.clip_param
+        missing = [f for f in ("min", "max") if not p.HasField(f)]
+        if missing:
+            raise LayerSetupError(
+                f"Layer '{self.name}' (Clip): clip_param.{' and clip_param.'.join(missing)} "
+                f"not given; caffe.proto marks min and max required (Caffe refuses such a net): "
+                f"add clip_param {{ min: ... max: ... }}")
         self.min = float(p.min)
         self.max = float(p.max)
 
