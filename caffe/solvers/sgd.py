@@ -59,6 +59,22 @@ class SGDSolver(Solver):
         params = self.net.learnable_params
         self.history = [torch.zeros_like(p.tensor) for _ in range(self.history_sets)
                         for p in params]
+        self._at_rest = [True] * len(params)
+
+    def _moving(self, rates: list[float]) -> list[int]:
+        """The parameters this update may change. Every rule's update is the local rate times
+        a finite function of the histories and a finite diff, except SGD's and Nesterov's,
+        which add the momentum history: so a parameter whose local rate was 0 at every step
+        since its history was all zeros (a frozen layer, BatchNorm's statistics) gets an
+        update of exactly 0, and W - 0 = W. Leaving it untouched keeps its memory's version,
+        so values derived from it stay cached (BatchNorm's statistics: about nine small
+        kernels per BatchNorm per step otherwise). A diff holding Inf or NaN would have made
+        such a parameter NaN in Caffe."""
+        at_rest = self._at_rest
+        for i, r in enumerate(rates):
+            if r:
+                at_rest[i] = False
+        return [i for i, rest in enumerate(at_rest) if not rest]
 
     # ------------------------------------------------------------------ learning rate
     @property
@@ -90,8 +106,13 @@ class SGDSolver(Solver):
             torch._foreach_mul_(diffs, f32(1.0 / p.iter_size))
         self._regularize(data, diffs)
         lr = np.float32(rate) * np.asarray(self.net.params_lr, dtype=np.float32)
-        self.compute_update_value(diffs, lr.tolist())
-        torch._foreach_sub_(data, diffs)
+        rates = lr.tolist()
+        self.compute_update_value(diffs, rates)
+        moving = self._moving(rates)
+        if len(moving) < len(data):
+            data, diffs = [data[i] for i in moving], [diffs[i] for i in moving]
+        if data:
+            torch._foreach_sub_(data, diffs)
         if self.net.debug_info:
             self._log_update_debug()
 
@@ -195,6 +216,9 @@ class SGDSolver(Solver):
         for h, arr in zip(self.history, arrays):
             h.copy_(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
                     .reshape(h.shape))
+        n = len(self._at_rest)
+        self._at_rest = [not any(np.any(arrays[k]) for k in range(i, len(arrays), n))
+                         for i in range(n)]
         self.iter = it
         self.current_step = step
         if extra is None:

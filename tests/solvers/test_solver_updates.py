@@ -134,6 +134,44 @@ def test_lr_mult_zero_freezes_a_param_and_history_follows_caffe():
     np.testing.assert_array_equal(solver.net.params["ip"][1].data, bias)
 
 
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_a_frozen_param_is_left_untouched_and_its_diff_holds_caffes_zero_update(rule):
+    """lr_mult 0 from the start: the update is exactly 0, so the solver does not write the
+    parameter at all (its torch version stays, so values derived from it stay cached); the
+    diff still holds the update, 0, as in Caffe."""
+    net = solver_param().net_param
+    net.layer[2].param[1].lr_mult = 0
+    p = solver_param(f"type: '{rule}' {RULES[rule]} weight_decay: 0.1")
+    p.net_param.CopyFrom(net)
+    solver = caffe.get_solver(p)
+    bias = solver.net.params["ip"][1]
+    version, before = bias.tensor._version, bias.data.copy()
+    solver.step(3)
+    assert bias.tensor._version == version
+    np.testing.assert_array_equal(bias.data, before)
+    np.testing.assert_array_equal(bias.diff, 0)
+
+
+def test_a_param_frozen_after_moving_keeps_its_momentum(tmp_path):
+    """A state whose history moves a parameter that is now frozen (lr_mult 0): Caffe still
+    applies momentum * history to it, and so does the restored solver."""
+    first = regression_solver("momentum: 0.9")
+    first.param.snapshot_prefix = str(tmp_path / "s")
+    first.step(2)
+    first.snapshot()
+    net = solver_param().net_param
+    net.layer[2].param[1].lr_mult = 0
+    p = solver_param("momentum: 0.9")
+    p.net_param.CopyFrom(net)
+    frozen = caffe.get_solver(p)
+    frozen.restore(str(tmp_path / "s_iter_2.solverstate"))
+    bias = frozen.net.params["ip"][1]
+    before, velocity = bias.data.copy(), frozen.history[1].numpy().copy()
+    assert np.any(velocity)
+    frozen.step(1)
+    np.testing.assert_allclose(bias.data, before - np.float32(0.9) * velocity, rtol=1e-6)
+
+
 def test_update_leaves_the_update_in_the_diff():
     solver = regression_solver("momentum: 0.9")
     solver.step(2)
