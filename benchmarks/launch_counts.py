@@ -3,11 +3,11 @@ kernel on a GPU (views, shape ops and host reads excluded), counted on the CPU f
 for its native PyTorch twin, plus the host reads (ops that wait for a GPU) neocaffe makes.
 
 On a GPU a small net is launch-bound: its pass costs about one launch per kernel plus Python,
-so these counts predict what a CUDA run will show without a GPU. Two CPU-only costs are counted
-here although a GPU pass skips them: the label range checks (``CAFFE_CHECK_LABELS``: an
-``aminmax`` and host reads), and BatchNorm's derived global statistics, which the CPU recomputes
-every pass (NumPy writes to its blobs bypass torch's version counter there; a GPU keeps them
-until a blob changes): about nine small kernels per BatchNorm, most of ResNet-50's excess.
+so these counts predict what a CUDA run will show without a GPU. Two CPU-only differences are
+counted here: the label range checks (``CAFFE_CHECK_LABELS``: an ``aminmax`` and host reads),
+which a GPU pass skips, and the in-place affine of a BatchNorm with global statistics (and its
+folded Scale), two kernels on the CPU (``mul_``, ``add_``) and one ``addcmul`` on a GPU:
+ResNet-50's forward excess.
 
     python -m benchmarks.launch_counts [--markdown FILE] [--only net[:mode],...]
 """
@@ -78,10 +78,9 @@ def markdown(rows: list[dict]) -> str:
     lines = ["# Kernel launches per pass: neocaffe vs native PyTorch twin", "",
              "`python -m benchmarks.launch_counts` (counted on the CPU; see the module "
              "docstring). 'host reads': ops of neocaffe's pass that wait for the device (the "
-             "CPU-only label checks included). BatchNorm with global statistics recomputes its "
-             "statistics every pass on the CPU only (mul, add, eq, where, reciprocal, rsqrt_, "
-             "neg, addcmul, zeros_like: about nine kernels per BatchNorm, ResNet-50's excess "
-             "here); a GPU pass keeps them until a blob changes.", "",
+             "CPU-only label checks included). A BatchNorm with global statistics applies its "
+             "affine in place as `mul_` and `add_` on the CPU, one `addcmul` on a GPU "
+             "(ResNet-50's forward excess here).", "",
              "| net | batch | mode | neocaffe | twin | ratio | host reads | differing ops "
              "(neocaffe - twin) |", "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
