@@ -46,7 +46,7 @@ from benchmarks.layer_speed_cases import CASES, SKIPPED, TIGHT_TYPES, Case
 from benchmarks.timing import interleaved_samples
 from caffe.blob import Blob
 from caffe.layer import Phase
-from caffe.net import create_layer
+from caffe.net import create_layer, vacated
 from caffe.proto import caffe_pb2
 
 #: full-size buffers Caffe itself keeps for an in-place run (in units of the blob): Dropout's
@@ -97,6 +97,10 @@ class Bench:
         grad = spec.grad or tuple(i not in skip for i in range(len(self.bottom)))
         self.pd = [bool(g) and self.backward for g in grad]
         self.dys: list[torch.Tensor] = []
+        # what the net lets go of before this layer's forward and backward (on the CPU)
+        self.vacate_tops, self.vacate_diffs = (
+            vacated(layer, self.bottom, self.top, self.pd) if torch.device(device).type == "cpu"
+            else ((), ()))
         self._restore()
         layer.Forward(self.bottom, self.top)  # tops take their final shapes (Filter)
         gen = torch.Generator().manual_seed(7)
@@ -124,6 +128,8 @@ class Bench:
         (``layer.Forward`` would return it as a float, a wait for the device per call)."""
         with torch.no_grad():
             self.layer.reshape(self.bottom, self.top)
+            for blob in self.vacate_tops:
+                blob.vacate()
             self.layer._forward(self.bottom, self.top)
 
     def ours_forward(self) -> None:
@@ -134,6 +140,8 @@ class Bench:
         """The layer's share of ``Net._backward``: ``backward`` under ``torch.no_grad()``."""
         if self.backward:
             with torch.no_grad():
+                for blob in self.vacate_diffs:
+                    blob.vacate_diff()
                 self.layer.backward(self.top, self.pd, self.bottom)
 
     def ours_step(self) -> None:

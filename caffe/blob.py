@@ -226,6 +226,22 @@ class Blob:
         t = self.tensor  # a newer host copy (GPU mode) is copied over first, a versioned write
         return (t.data_ptr(), t._version, self._host_access)
 
+    def vacate(self) -> None:
+        """Let go of the data memory, which a layer is about to replace with a new tensor, so
+        that the allocator can hand that memory back to it. Until then the data reads as
+        garbage of the same shape. Kept while a NumPy view of it is alive or a newer host copy
+        waits to be copied over."""
+        held = self._held
+        if (held is None or held() is None) and self._hd_state != _HOST_HEAD:
+            t = self._t
+            self._t = torch.empty((), dtype=t.dtype, device=t.device).expand(t.shape)
+
+    def vacate_diff(self) -> None:
+        """The same for the diff (which then reads as zeros until assigned)."""
+        held = self._gheld
+        if (held is None or held() is None) and self._hg_state != _HOST_HEAD:
+            self._g = None
+
     def swap_tensor(self, value: torch.Tensor) -> None:
         """Hand the blob a new data tensor and let go of the old memory, which the caller keeps
         (an in-place layer keeping its input for the backward): unlike assigning ``tensor``,

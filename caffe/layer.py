@@ -95,6 +95,14 @@ class Layer:
     #: or that read files or host memory; layers written outside neocaffe are always
     #: reshaped (``may_skip_reshape``), as Caffe reshapes every layer before every forward.
     reshape_by_shapes: ClassVar[bool] = True
+    #: whether ``forward`` hands every top that is not one of its bottoms a new tensor
+    #: (``top.tensor = ...``) without reading the old one. On the CPU the net then lets go of
+    #: the old memory just before, so the allocator hands the layer that same, cache-warm
+    #: memory back, as it would to a plain PyTorch program, instead of a second buffer
+    #: (``vacates``)
+    replaces_tops: ClassVar[bool] = False
+    #: the same for ``backward`` and the diffs of the bottoms it propagates to
+    replaces_bottom_diffs: ClassVar[bool] = False
 
     def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,
                  phase: Phase | None = None) -> None:
@@ -215,6 +223,14 @@ class Layer:
         """Whether the net may skip ``reshape`` while the blob shapes stay the same: when the
         class declares ``reshape_by_shapes`` and was written inside neocaffe."""
         return cls.reshape_by_shapes and cls.__module__.startswith("caffe.")
+
+    @classmethod
+    def vacates(cls) -> tuple[bool, bool]:
+        """(tops, bottom diffs): whether the net may let go of their memory before forward
+        and backward, as the class declares (``replaces_tops``, ``replaces_bottom_diffs``);
+        never for classes written outside neocaffe."""
+        own = cls.__module__.startswith("caffe.")
+        return own and cls.replaces_tops, own and cls.replaces_bottom_diffs
 
     @classmethod
     def may_be_graphed(cls) -> bool:

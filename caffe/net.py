@@ -200,6 +200,19 @@ def _raise_from(layer: Layer, stage: str, e: BaseException) -> None:
         f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}")) from e
 
 
+def vacated(layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob],
+            propagate_down: Sequence[bool]) -> tuple[tuple[Blob, ...], tuple[Blob, ...]]:
+    """(tops, bottoms) whose data, and whose diffs, a CPU pass lets go of just before the layer
+    replaces them (``Layer.vacates``): its tops before forward and the diffs of the bottoms it
+    propagates to before backward, in-place ones excepted. Freed first, that memory is what
+    the allocator hands the layer's new tensor; held until the assignment, every blob would
+    alternate between two buffers, the second one cold in cache."""
+    tops, diffs = layer.vacates()
+    return (tuple(t for t in top if tops and bottom and t not in bottom),
+            tuple(b for b, need in zip(bottom, propagate_down)
+                  if diffs and need and b not in top))
+
+
 def _abs_mean(t: torch.Tensor) -> float:
     """Mean absolute value (Caffe's asum / count), 0 for an empty blob."""
     return float(t.abs().mean()) if t.numel() else 0.0
@@ -530,6 +543,7 @@ class Net:
         self._plan_diff_release()
         self._plan_folding()
         self._plan_reshape_skips()
+        self._plan_vacating()
 
     def _plan_folding(self) -> None:
         """Let each BatchNorm apply the per-channel Scale that follows it in place (ResNet's
@@ -591,6 +605,15 @@ class Net:
             if layer.may_skip_reshape() else None for li, layer in enumerate(self._layers)]
         self._reshape_keys: list[tuple | None] = [None] * len(self._layers)
 
+    def _plan_vacating(self) -> None:
+        """The blobs each layer's CPU forward and backward let go of first (``vacated``)."""
+        plan = [vacated(layer, self._bottom_vecs[li], self._top_vecs[li],
+                        self._bottom_need_backward[li])
+                for li, layer in enumerate(self._layers)]
+        self._vacate_tops = [tops for tops, _ in plan]
+        self._vacate_diffs = [diffs for _, diffs in plan]
+        self._vacate_none: list[tuple[Blob, ...]] = [()] * len(self._layers)
+
     def _reshape_layer(self, li: int) -> None:
         """Caffe's reshape before a layer's forward, skipped when the layer's reshape depends
         on blob shapes alone and none of them changed since its last reshape (a reshape costs
@@ -628,6 +651,7 @@ class Net:
         li = start
         stage = "reshape"
         inspect = self.debug_info or self.check_nan
+        vacate = self._vacate_tops if STATE.device.type == "cpu" else self._vacate_none
         if not (inspect or before or after):
             PASS.fold_from, PASS.fold_to = start, end
         try:
@@ -639,6 +663,8 @@ class Net:
                     stage = "reshape"
                     self._reshape_layer(li)
                     stage = "forward"
+                    for blob in vacate[li]:
+                        blob.vacate()
                     layer._forward(bottoms[li], tops[li])
                     for cb in after:
                         cb(li)
@@ -685,12 +711,15 @@ class Net:
             release, graphs = self._no_release, self._no_graph_release
         if not (inspect or before or after):
             PASS.fold_from, PASS.fold_to = end, start
+        vacate = self._vacate_diffs if STATE.device.type == "cpu" else self._vacate_none
         try:
             with torch.no_grad():
                 for li in range(start, end - 1, -1):
                     for cb in before:
                         cb(li)
                     if need[li]:
+                        for blob in vacate[li]:
+                            blob.vacate_diff()
                         layers[li].backward(tops[li], bneed[li], bottoms[li])
                         if graphs[li]:
                             layers[li]._graph = None

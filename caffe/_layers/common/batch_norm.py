@@ -28,6 +28,8 @@ _bn_backward = torch.ops.aten.native_batch_norm_backward
 
 @register_layer("BatchNorm")
 class BatchNorm(Layer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
     allows_in_place = True

@@ -20,6 +20,8 @@ from caffe.registry import register_layer
 
 @register_layer("LRN")
 class LRN(Layer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
 

@@ -18,6 +18,9 @@ from caffe.registry import register_layer
 
 @register_layer("Dropout")
 class Dropout(NeuronLayer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
+
     def setup(self, bottom, top):
         self.dropout_ratio = float(self.layer_param.dropout_param.dropout_ratio)
         if not 0 <= self.dropout_ratio < 1:

@@ -12,6 +12,9 @@ from caffe.registry import register_layer
 
 @register_layer("ReLU")
 class ReLU(NeuronLayer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
+
     def setup(self, bottom, top):
         self.negative_slope = float(self.layer_param.relu_param.negative_slope)
 

@@ -25,6 +25,8 @@ def softmax_view(shape: Sequence[int], axis: int) -> tuple[int, ...]:
 
 @register_layer("Softmax")
 class Softmax(Layer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
     allows_in_place = True

@@ -11,6 +11,9 @@ from caffe.registry import register_layer
 
 @register_layer("TanH")
 class TanH(NeuronLayer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
+
     def forward(self, bottom, top):
         x = bottom[0].tensor
         if top[0] is bottom[0]:

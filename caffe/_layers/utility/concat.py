@@ -28,6 +28,8 @@ from caffe.registry import register_layer
 
 @register_layer("Concat")
 class Concat(Layer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
     min_bottom_blobs = 1
     exact_num_top_blobs = 1
 

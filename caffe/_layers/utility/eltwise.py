@@ -19,6 +19,8 @@ EP = caffe_pb2.EltwiseParameter
 
 @register_layer("Eltwise")
 class Eltwise(Layer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
     min_bottom_blobs = 2
     exact_num_top_blobs = 1
 

@@ -12,6 +12,7 @@ from caffe.registry import register_layer
 
 @register_layer("Split")
 class Split(Layer):
+    replaces_bottom_diffs = True
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
 

@@ -24,6 +24,8 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 @register_layer("Convolution")
 class Convolution(Layer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
     min_bottom_blobs = 1
     min_top_blobs = 1
     equal_num_bottom_top_blobs = True

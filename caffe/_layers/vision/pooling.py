@@ -34,6 +34,8 @@ def _pooled_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
 
 @register_layer("Pooling")
 class Pooling(Layer):
+    replaces_tops = True
+    replaces_bottom_diffs = True
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
     max_top_blobs = 2
