@@ -19,6 +19,9 @@ import torch
 from caffe._common import LOG, STATE
 from caffe.errors import ShapeMismatchError
 
+#: blobs smaller than this keep their memory until a layer replaces it (Blob.vacate)
+VACATE_MIN_BYTES = 1 << 18
+
 # host-mirror states (only used when the tensors live on a CUDA device)
 _HOST_STALE, _HOST_HEAD = 0, 1
 
@@ -229,17 +232,19 @@ class Blob:
     def vacate(self) -> None:
         """Let go of the data memory, which a layer is about to replace with a new tensor, so
         that the allocator can hand that memory back to it. Until then the data reads as
-        garbage of the same shape. Kept while a NumPy view of it is alive or a newer host copy
-        waits to be copied over."""
-        held = self._held
-        if (held is None or held() is None) and self._hd_state != _HOST_HEAD:
-            t = self._t
+        garbage of the same shape. Kept while a NumPy view of it is alive, while a newer host
+        copy waits to be copied over, and below ``VACATE_MIN_BYTES`` (where the few
+        microseconds this takes outweigh what reusing the memory saves)."""
+        t, held = self._t, self._held
+        if ((held is None or held() is None) and self._hd_state != _HOST_HEAD
+                and t.numel() * t.element_size() >= VACATE_MIN_BYTES):
             self._t = torch.empty((), dtype=t.dtype, device=t.device).expand(t.shape)
 
     def vacate_diff(self) -> None:
         """The same for the diff (which then reads as zeros until assigned)."""
-        held = self._gheld
-        if (held is None or held() is None) and self._hg_state != _HOST_HEAD:
+        g, held = self._g, self._gheld
+        if (g is not None and (held is None or held() is None) and self._hg_state != _HOST_HEAD
+                and g.numel() * g.element_size() >= VACATE_MIN_BYTES):
             self._g = None
 
     def swap_tensor(self, value: torch.Tensor) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import caffe
+import caffe.blob
 from caffe._layers.vision.convolution import Convolution
 from caffe.net import vacated
 from tests.net.nets import make_net
@@ -52,7 +53,8 @@ def test_the_plan_skips_in_place_tops_data_layers_and_unpropagated_bottoms():
     assert _names(net, net._vacate_diffs[index["loss"]]) == []  # not declared
 
 
-def test_passes_give_the_values_of_passes_that_keep_every_buffer():
+def test_passes_give_the_values_of_passes_that_keep_every_buffer(monkeypatch):
+    monkeypatch.setattr(caffe.blob, "VACATE_MIN_BYTES", 0)  # these blobs are tiny
     net, ref = _net(), _net()
     ref._vacate_tops = ref._vacate_diffs = ref._vacate_none  # every buffer kept
     for n in (net, ref):
@@ -63,6 +65,24 @@ def test_passes_give_the_values_of_passes_that_keep_every_buffer():
     for name in net.blobs:
         np.testing.assert_array_equal(net.blobs[name].data, ref.blobs[name].data)
         np.testing.assert_array_equal(net.blobs[name].diff, ref.blobs[name].diff)
+
+
+def test_only_large_blobs_without_live_views_are_let_go_of(monkeypatch):
+    blob = caffe.Blob(4, 4)
+    blob.diff_tensor.fill_(1)
+    kept, kept_diff = blob.tensor, blob.diff_tensor
+    blob.vacate()
+    blob.vacate_diff()
+    assert blob.tensor is kept and blob.diff_tensor is kept_diff  # small: not worth it
+    monkeypatch.setattr(caffe.blob, "VACATE_MIN_BYTES", 64)
+    view = blob.data
+    blob.vacate()
+    assert blob.tensor is kept  # a NumPy view shows this memory
+    del view
+    blob.vacate()
+    blob.vacate_diff()
+    assert blob.tensor is not kept and blob.shape == (4, 4)
+    assert not blob.has_diff
 
 
 def test_classes_written_elsewhere_are_never_vacated():
