@@ -145,10 +145,12 @@ class SGDSolver(Solver):
     def compute_update_value(self, diffs: list[torch.Tensor], rates: list[float]) -> None:
         """Replace every diff by its update; ``rates`` are the local rates."""
         momentum = f32(self._param.momentum)
+        # V = rate * g + momentum * V, formed in the diff (which holds the update afterwards,
+        # as in Caffe) and copied to the history: one pass over the parameters fewer than
+        # scaling the history first
         torch._foreach_mul_(diffs, rates)
-        torch._foreach_mul_(self.history, momentum)
-        torch._foreach_add_(self.history, diffs)
-        torch._foreach_copy_(diffs, self.history)
+        torch._foreach_add_(diffs, self.history, alpha=momentum)
+        torch._foreach_copy_(self.history, diffs)
 
     def _log_update_debug(self) -> None:
         net = self.net
