@@ -70,6 +70,30 @@ def _still_shown(held: weakref.ref, current: torch.Tensor, value: torch.Tensor) 
             and value.device == current.device and value.data_ptr() != current.data_ptr())
 
 
+class _HostAccess:
+    """NumPy access to a data memory, shared by the blobs that share it (``Blob.share_data``),
+    for ``Blob.data_version``: how many times a view was handed out, and those blobs (whose
+    live views show the memory)."""
+
+    __slots__ = ("count", "blobs")
+
+    def __init__(self, blob: Blob) -> None:
+        self.count = 0
+        self.blobs = [weakref.ref(blob)]
+
+    def join(self, blob: Blob) -> None:
+        if not any(ref() is blob for ref in self.blobs):
+            self.blobs = [ref for ref in self.blobs if ref() is not None] + [weakref.ref(blob)]
+
+    def viewed(self) -> bool:
+        """Whether a zero-copy view handed out by one of the blobs is still alive."""
+        for ref in self.blobs:
+            blob = ref()
+            if blob is not None and blob._held is not None and blob._held() is not None:
+                return True
+        return False
+
+
 def _as_shape(args: tuple) -> tuple[int, ...]:
     if len(args) == 1 and isinstance(args[0], Iterable) and not isinstance(args[0], (str, bytes)):
         args = tuple(args[0])
@@ -88,7 +112,7 @@ class Blob:
     """
 
     __slots__ = ("_t", "_g", "_hd", "_hg", "_hd_state", "_hg_state", "_dtype", "_released",
-                 "_held", "_gheld", "_held_id", "_gheld_id", "_host_access",
+                 "_held", "_gheld", "_held_id", "_gheld_id", "_access",
                  "__weakref__")
 
     def __init__(self, *shape, dtype: torch.dtype = torch.float32,
@@ -106,7 +130,7 @@ class Blob:
         self._held: weakref.ref | None = None
         self._gheld: weakref.ref | None = None
         self._held_id = self._gheld_id = 0  # id() of the tensor each view was made from
-        self._host_access = 0  # NumPy data views handed out (see data_version)
+        self._access = _HostAccess(self)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -220,14 +244,14 @@ class Blob:
     def data_version(self) -> tuple[int, int, int] | None:
         """A token that changes whenever the data may have changed, for caches of values
         derived from it: the memory, torch's in-place version counter, and the NumPy views
-        handed out (writes through NumPy bypass the counter, so each ``data`` access counts as
-        a change). None while a view handed out earlier is still alive, as a write through it
-        would go unseen."""
-        held = self._held
-        if held is not None and held() is not None:
+        handed out by this blob or one sharing its memory (writes through NumPy bypass the
+        counter, so each ``data`` access counts as a change). None while such a view is still
+        alive on the CPU, as a write through it would go unseen."""
+        access = self._access
+        if access.viewed():
             return None
         t = self.tensor  # a newer host copy (GPU mode) is copied over first, a versioned write
-        return (t.data_ptr(), t._version, self._host_access)
+        return (t.data_ptr(), t._version, access.count)
 
     def vacate(self) -> None:
         """Let go of the data memory, which a layer is about to replace with a new tensor, so
@@ -302,7 +326,7 @@ class Blob:
     @property
     def data(self) -> np.ndarray:
         """The data as a NumPy array that writes through to the blob."""
-        self._host_access += 1
+        self._access.count += 1
         if self._hd_state == _HOST_HEAD:
             return self._hd.numpy()
         if self._held is not None and self._held_id == id(self._t):
@@ -359,6 +383,8 @@ class Blob:
                 f"cannot share data: counts differ ({self.count} vs {other.count})")
         self._t = other.tensor.view(self.shape)
         self._hd, self._hd_state = None, _HOST_STALE
+        other._access.join(self)  # a NumPy write through either is a write to both
+        self._access = other._access
 
     def share_diff(self, other: Blob) -> None:
         """Use ``other``'s diff memory (counts must match)."""

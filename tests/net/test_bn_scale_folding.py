@@ -252,3 +252,35 @@ def test_unchanged_blobs_are_not_derived_again():
     kept = bn._stats
     _forward(net)
     assert all(a is b for a, b in zip(bn._stats, kept))
+
+
+TEST_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn"
+  batch_norm_param { use_global_stats: true } }
+"""
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_a_net_sharing_the_statistics_sees_numpy_writes_made_through_the_other(held):
+    """A solver's test net shares the train net's parameter memory: a NumPy write through the
+    train net's blob (a view used at once, or one kept) reaches the test net's next pass."""
+    make = lambda: caffe.Net(text_format.Parse(TEST_NET, caffe_pb2.NetParameter()),  # noqa: E731
+                             caffe.TEST)
+    train, test = make(), make()
+    for blob in train.params["bn"]:
+        blob.data[...] = 1
+    test.share_with(train)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    test.blobs["data"].data[...] = x
+    test.forward()
+    mean = train.params["bn"][0].data if held else None
+    if held:
+        mean[...] = 2
+    else:
+        train.params["bn"][0].data[...] = 2
+    test.forward()
+    np.testing.assert_allclose(test.blobs["bn"].data, (x - 2) / np.sqrt(1 + 1e-5), rtol=1e-5)
+    for _ in range(3):  # a solver shares again before every test pass
+        test.share_with(train)
+    assert len(train.params["bn"][0]._access.blobs) == 2
