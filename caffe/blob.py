@@ -62,6 +62,11 @@ def _warn_released_read(blob: Blob) -> None:
         blob.shape)
 
 
+def _alive(view: weakref.ref | None) -> bool:
+    """Whether a NumPy view handed out (and tracked by this weak reference) still exists."""
+    return view is not None and view() is not None
+
+
 def _still_shown(held: weakref.ref, current: torch.Tensor, value: torch.Tensor) -> bool:
     """Whether a NumPy view of ``current`` is still held, so that ``value`` must be copied
     into ``current``'s memory (Caffe's blobs keep their memory; layers here hand over new
@@ -89,7 +94,7 @@ class _HostAccess:
         """Whether a zero-copy view handed out by one of the blobs is still alive."""
         for ref in self.blobs:
             blob = ref()
-            if blob is not None and blob._held is not None and blob._held() is not None:
+            if blob is not None and _alive(blob._held):
                 return True
         return False
 
@@ -259,15 +264,15 @@ class Blob:
         garbage of the same shape. Kept while a NumPy view of it is alive, while a newer host
         copy waits to be copied over, and below ``VACATE_MIN_BYTES`` (where the few
         microseconds this takes outweigh what reusing the memory saves)."""
-        t, held = self._t, self._held
-        if ((held is None or held() is None) and self._hd_state != _HOST_HEAD
+        t = self._t
+        if (not _alive(self._held) and self._hd_state != _HOST_HEAD
                 and t.numel() * t.element_size() >= VACATE_MIN_BYTES):
             self._t = torch.empty((), dtype=t.dtype, device=t.device).expand(t.shape)
 
     def vacate_diff(self) -> None:
         """The same for the diff (which then reads as zeros until assigned)."""
-        g, held = self._g, self._gheld
-        if (g is not None and (held is None or held() is None) and self._hg_state != _HOST_HEAD
+        g = self._g
+        if (g is not None and not _alive(self._gheld) and self._hg_state != _HOST_HEAD
                 and g.numel() * g.element_size() >= VACATE_MIN_BYTES):
             self._g = None
 

@@ -212,31 +212,38 @@ class Layer:
         return [getattr(b, "blob", b) for b in blobs]
 
     @classmethod
+    def built_in(cls) -> bool:
+        """Whether the class was written inside neocaffe, so that the net may rely on what it
+        declares about itself (in place, reshape, memory, graphs); Python layers and types
+        registered by the user are run the way Caffe runs every layer."""
+        return cls.__module__.startswith("caffe.")
+
+    @classmethod
     def may_compute_in_place(cls) -> bool:
         """Whether a top may be the bottom at the same index: when the class allows it, or when
         it was written outside neocaffe (a Python layer, a fork type registered by the user),
         whose author decides, as in Caffe."""
-        return cls.allows_in_place or not cls.__module__.startswith("caffe.")
+        return cls.allows_in_place or not cls.built_in()
 
     @classmethod
     def may_skip_reshape(cls) -> bool:
         """Whether the net may skip ``reshape`` while the blob shapes stay the same: when the
         class declares ``reshape_by_shapes`` and was written inside neocaffe."""
-        return cls.reshape_by_shapes and cls.__module__.startswith("caffe.")
+        return cls.reshape_by_shapes and cls.built_in()
 
     @classmethod
     def vacates(cls) -> tuple[bool, bool]:
         """(tops, bottom diffs): whether the net may let go of their memory before forward
         and backward, as the class declares (``replaces_tops``, ``replaces_bottom_diffs``);
         never for classes written outside neocaffe."""
-        own = cls.__module__.startswith("caffe.")
+        own = cls.built_in()
         return own and cls.replaces_tops, own and cls.replaces_bottom_diffs
 
     @classmethod
     def may_be_graphed(cls) -> bool:
         """Whether the class declares itself ``graph_safe``; Python layers and other classes
         written outside neocaffe may run host code, so they are not."""
-        return cls.graph_safe and cls.__module__.startswith("caffe.")
+        return cls.graph_safe and cls.built_in()
 
     @classmethod
     def uses_autograd(cls) -> bool:

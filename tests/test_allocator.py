@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import resource
 import sys
 
@@ -11,8 +12,7 @@ import torch
 from caffe import allocator
 from caffe.tools import cli
 
-GLIBC = sys.platform.startswith("linux") and "glibc" in " ".join(
-    __import__("platform").libc_ver())
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
 def test_default_env_keeps_the_c_library_settings(monkeypatch):
