@@ -2,7 +2,9 @@
 
 ``import caffe`` gives the names pycaffe gives: ``Net``, ``Layer``, ``TRAIN``/``TEST``,
 ``set_mode_cpu``/``set_mode_gpu``/``set_device``, ``set_random_seed``, ``layer_type_list``,
-``init_log``/``log``, and more as the package grows.
+``init_log``/``log``, the solvers, ``NCCL``/``has_nccl`` (data-parallel training on
+torch.distributed), ``Timer``, ``Classifier``/``Detector``, ``io`` and NetSpec's ``layers``,
+``params``, ``NetSpec`` and ``to_proto``.
 """
 
 from caffe import _layers, io  # noqa: F401  (_layers registers every built-in layer type)
@@ -27,6 +29,7 @@ from caffe.detector import Detector
 from caffe.layer import TEST, TRAIN, Layer, Phase
 from caffe.net import Net
 from caffe.net_spec import NetSpec, layers, params, to_proto
+from caffe.parallel import NCCL, has_nccl
 from caffe.registry import layer_type_list, register_layer
 from caffe.solvers import (
     AdaDeltaSolver,
@@ -37,6 +40,7 @@ from caffe.solvers import (
     SGDSolver,
     get_solver,
 )
+from caffe.timer import Timer
 
 __version__ = "0.1.0"
 
@@ -53,6 +57,7 @@ __all__ = [
     "Detector",
     "io",
     "Layer",
+    "NCCL",
     "Net",
     "NetSpec",
     "layers",
@@ -61,8 +66,10 @@ __all__ = [
     "Phase",
     "TEST",
     "TRAIN",
+    "Timer",
     "__version__",
     "get_precision",
+    "has_nccl",
     "init_log",
     "layer_type_list",
     "log",

@@ -167,8 +167,15 @@ def solver_rank() -> int:
     return STATE.solver_rank
 
 
+def root_solver() -> bool:
+    """Whether this process is solver rank 0, the one that tests, snapshots and logs the
+    training loss (Caffe's ``Caffe::root_solver``)."""
+    return STATE.solver_rank == 0
+
+
 def set_multiprocess(multiprocess: bool) -> None:
-    """Accepted for pycaffe compatibility; multi-process training uses torch.distributed."""
+    """Accepted for pycaffe compatibility: every solver rank is its own process here, joined
+    through torch.distributed (see ``caffe.NCCL``)."""
 
 
 _LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}

@@ -25,7 +25,7 @@ import torch
 from google.protobuf import text_format
 
 from caffe import model_io
-from caffe._common import LOG, set_random_seed, solver_rank
+from caffe._common import LOG, root_solver, set_random_seed, solver_rank
 from caffe.errors import CaffeError, FileFormatError, SolverError
 from caffe.net import Net
 from caffe.proto import caffe_pb2, files, upgrade
@@ -321,11 +321,13 @@ class Solver:
         self.smoothed_loss = 0.0
         timer_start = time.perf_counter()
         iter_last = self.iter
+        root = root_solver()
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if (p.test_interval and self.iter % p.test_interval == 0
                     and (self.iter > 0 or p.test_initialization)):
-                self.test_all()
+                if root:
+                    self.test_all()
                 if self.requested_early_exit:
                     break
             for on_start, _ in self._callbacks:
@@ -342,7 +344,7 @@ class Solver:
             read_now = display or bool(self._callbacks)
             if read_now:
                 self._update_smoothed_loss(float(loss) / p.iter_size, start_iter)
-            if display:
+            if display and root:
                 lapse = time.perf_counter() - timer_start
                 speed = (self.iter - iter_last) / lapse if lapse > 0 else 0.0
                 LOG.info("Iteration %d, loss = %g (%.4g iter/s, %.4gs/%d iters)", self.iter,
@@ -358,7 +360,8 @@ class Solver:
                 self._update_smoothed_loss(float(loss) / p.iter_size, start_iter)
             self.iter += 1
             request = self._requested_action()
-            if (p.snapshot and self.iter % p.snapshot == 0) or request & SolverAction.SNAPSHOT:
+            if root and ((p.snapshot and self.iter % p.snapshot == 0)
+                         or request & SolverAction.SNAPSHOT):
                 self.snapshot()
             if request & SolverAction.STOP:
                 self.requested_early_exit = True
@@ -376,6 +379,8 @@ class Solver:
             self.restore(resume_file)
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
+        if not root_solver():  # the other ranks of a data-parallel run only train
+            return
         if (p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0)
                 and self._last_snapshot_iter != self.iter):
             self.snapshot()

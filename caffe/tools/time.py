@@ -9,12 +9,10 @@ and backward time of every layer, of the whole passes, and the total.
 from __future__ import annotations
 
 import argparse
-import time
 
-import torch
-
-from caffe._common import LOG, STATE, init_log
+from caffe._common import LOG, init_log
 from caffe.layer import Phase
+from caffe.timer import Timer
 from caffe.tools.train import add_device_arguments, net_from_args
 
 COMMAND = "time"
@@ -27,13 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase", default="TRAIN", choices=("TRAIN", "TEST"),
                         help="net phase (TRAIN also times the backward pass)")
     add_device_arguments(parser)
-
-
-def _clock() -> float:
-    """Seconds, after waiting for queued device work."""
-    if STATE.device.type == "cuda":
-        torch.cuda.synchronize(STATE.device)
-    return time.perf_counter()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,24 +43,24 @@ def run(args: argparse.Namespace) -> int:
     forward_total = backward_total = 0.0
     LOG.info("*** Benchmark begins ***")
     LOG.info("Testing for %d iterations.", args.iterations)
-    start = _clock()
+    total, iteration, passes, layer = Timer(), Timer(), Timer(), Timer()
+    total.start()
     for j in range(args.iterations):
-        iter_start = _clock()
+        iteration.start()
+        passes.start()
         for i in range(n):
-            t = _clock()
+            layer.start()
             net._forward(i, i)
-            forward_ms[i] += (_clock() - t) * 1e3
-        forward_total += (_clock() - iter_start) * 1e3
+            forward_ms[i] += layer.ms
+        forward_total += passes.ms
         if train:
-            back_start = _clock()
+            passes.start()
             for i in range(n - 1, -1, -1):
-                t = _clock()
+                layer.start()
                 net._backward(i, i)
-                backward_ms[i] += (_clock() - t) * 1e3
-            backward_total += (_clock() - back_start) * 1e3
-        LOG.info("Iteration: %d forward-backward time: %g ms.", j + 1,
-                 (_clock() - iter_start) * 1e3)
-    total = (_clock() - start) * 1e3
+                backward_ms[i] += layer.ms
+            backward_total += passes.ms
+        LOG.info("Iteration: %d forward-backward time: %g ms.", j + 1, iteration.ms)
     iters = args.iterations
     LOG.info("Average time per layer: ")
     for i, name in enumerate(net._layer_names):
@@ -79,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     LOG.info("Average Forward pass: %g ms.", forward_total / iters)
     if train:
         LOG.info("Average Backward pass: %g ms.", backward_total / iters)
-    LOG.info("Average Forward-Backward: %g ms.", total / iters)
-    LOG.info("Total Time: %g ms.", total)
+    total_ms = total.ms
+    LOG.info("Average Forward-Backward: %g ms.", total_ms / iters)
+    LOG.info("Total Time: %g ms.", total_ms)
     LOG.info("*** Benchmark ends ***")
     return 0

@@ -7,7 +7,10 @@
 As in Caffe, paths inside the solver file are relative to the working directory, ``-level`` and
 ``-stage`` go into the solver's ``train_state``, and without ``-gpu`` a solver file that says
 ``solver_mode: GPU`` trains on its ``device_id``. SIGINT stops training (after a last snapshot,
-unless ``snapshot_after_train: false``); SIGHUP takes a snapshot and training goes on.
+unless ``snapshot_after_train: false``); SIGHUP takes a snapshot and training goes on. With
+several GPU ids it trains data-parallel, one solver process per GPU (``caffe.parallel``): every
+process reads its own share of the data, the diffs are averaged before each update, rank 0
+tests and snapshots, and a signal stops all of them after the same iteration.
 
 neocaffe conveniences: the solver file's folder is put on ``sys.path``, so a Python layer module
 kept next to the solver is found without setting PYTHONPATH; ``-sigint_effect snapshot`` takes a
@@ -30,13 +33,16 @@ from caffe._common import (
     LOG,
     PRECISIONS,
     init_log,
+    root_solver,
     set_device,
     set_mode_cpu,
     set_mode_gpu,
     set_precision,
+    solver_count,
 )
 from caffe.errors import CaffeError, SolverError
 from caffe.net import Net
+from caffe.parallel import NCCL, spawn_ranks
 from caffe.proto import caffe_pb2
 from caffe.solvers import Solver, SolverAction, solver_class
 from caffe.solvers.solver import read_solver_param
@@ -79,15 +85,15 @@ def gpu_ids(text: str) -> list[int]:
 
 
 def use_devices(gpus: list[int], precision: str = "float32") -> None:
-    """Select the CPU (no ids) or the first GPU id (several ids train on the first only), and
-    the arithmetic precision."""
+    """Select the CPU (no ids) or the first GPU id, and the arithmetic precision. (``caffe
+    train`` runs one process per id; ``test`` and ``time`` use the first.)"""
     set_precision(precision)
     if not gpus:
         LOG.info("Use CPU.")
         set_mode_cpu()
         return
     if len(gpus) > 1:
-        LOG.warning("Several GPUs (%s) were asked for; neocaffe trains on one, GPU %d",
+        LOG.warning("Several GPUs (%s) were asked for; this command runs on GPU %d",
                     ",".join(map(str, gpus)), gpus[0])
     LOG.info("Use GPU with device ID %d", gpus[0])
     set_device(gpus[0])
@@ -236,10 +242,36 @@ def run(args: argparse.Namespace) -> int:
     if args.snapshot and args.weights:
         raise SolverError("Give a snapshot to resume training or weights to fine-tune, but "
                           "not both")
+    gpus = _train_devices(args, read_solver_param(args.solver))
+    if len(gpus) > 1:
+        LOG.info("Training on GPUs %s: one solver process per GPU",
+                 ",".join(map(str, gpus)))
+        # Ctrl-C reaches every solver process, which stop together (NCCL.action_function)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            spawn_ranks(train_rank, len(gpus), args, gpus)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        LOG.info("Optimization Done.")
+        return 0
+    use_devices(gpus, args.precision)
+    return _train(args)
+
+
+def train_rank(rank: int, uid: str, args: argparse.Namespace, devices: list[int | None]) -> None:
+    """One solver process of a data-parallel ``caffe train`` (``caffe.parallel.spawn_ranks``):
+    rank ``rank`` trains on GPU ``devices[rank]`` (the CPU for None)."""
+    device = devices[rank]
+    use_devices([] if device is None else [device], args.precision)
+    _train(args, uid)
+
+
+def _train(args: argparse.Namespace, uid: str = "") -> int:
+    """Build the solver that ``args`` describe on the current device and train; joined to
+    the other solver ranks through ``uid`` when ``caffe.solver_count()`` > 1."""
     param = read_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(stages_from(args.stage))
-    use_devices(_train_devices(args, param), args.precision)
     if args.snapshot or args.weights:
         param.ClearField("weights")
     if args.weights:
@@ -252,10 +284,19 @@ def run(args: argparse.Namespace) -> int:
     if args.snapshot:
         LOG.info("Resuming from %s", args.snapshot)
         solver.restore(args.snapshot)
-    show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
-    bar = ProgressBar(solver) if show else None
     actions = SignalActions(args.sigint_effect, args.sighup_effect)
-    solver.set_action_function(actions)
+    if solver_count() > 1:
+        nccl = NCCL(solver, uid)
+        nccl.bcast()
+        solver.add_callback(nccl)
+        if param.layer_wise_reduce:
+            solver.net.after_backward(nccl)
+        solver.set_action_function(nccl.action_function(actions))
+    else:
+        solver.set_action_function(actions)
+    root = root_solver()
+    show = root and (args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty()))
+    bar = ProgressBar(solver) if show else None
     try:
         LOG.info("Starting Optimization")
         solver.solve()
@@ -263,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
         actions.close()
         if bar is not None:
             bar.close()
+    if not root:
+        return 0
     LOG.info("Optimization Done.")
     if solver.snapshots:
         latest = solver.snapshots[-1]
