@@ -13,6 +13,8 @@ import sys
 import torch
 
 _log = logging.getLogger("caffe")
+#: torch.compiler.is_compiling (torch >= 2.3); nothing traces this code on older releases
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
 class _State:
@@ -149,6 +151,13 @@ def low_precision(t: torch.Tensor) -> torch.Tensor:
     if STATE.precision == "bf16" and t.dtype == torch.float32:
         return t.to(torch.bfloat16)
     return t
+
+
+def tracing() -> bool:
+    """Whether torch.export (or torch.compile) is tracing the running code. Layers then skip
+    what reads tensor values on the host (range checks, choosing a fast path by the data),
+    as the traced program must hold for any values."""
+    return _is_compiling()
 
 
 def set_solver_count(count: int) -> None:

@@ -1050,6 +1050,16 @@ class Net:
     def copy_trained_layers_from(self, path: str) -> None:
         self.copy_from(path)
 
+    def _clone(self) -> Net:
+        """A net of this one's definition (already filtered, its splits in place) that shares
+        this one's parameter memory: for work that must leave this net's blobs alone, such as
+        tracing it for export."""
+        clone = Net.__new__(Net)
+        clone._source, clone._extra_params = self._source, self._extra_params
+        clone._init(self._param, self.phase, allow_python_layers=True)
+        clone.share_with(self)
+        return clone
+
     def share_with(self, other: Net) -> None:
         """Share parameter memory with ``other`` for layers of the same name."""
         theirs = dict(zip(other._layer_names, other._layers))

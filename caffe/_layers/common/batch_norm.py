@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from caffe._common import tracing
 from caffe._layers.neuron._operand import affine_
 from caffe.errors import LayerSetupError
 from caffe.layer import PASS, Layer, Phase
@@ -96,7 +97,7 @@ class BatchNorm(Layer):
                 _, _, self.invstd, mul, add = self._global_stats(x.dtype, self.applied_scale)
                 shape = (1, self.channels, 1)
                 affine_(x3, mul.view(shape), add.view(shape))
-                if x3.data_ptr() == x.data_ptr():
+                if x3._is_view():  # the affine went into x itself
                     return
                 y = x3
         else:
@@ -138,10 +139,12 @@ class BatchNorm(Layer):
         s, plus its b). They are kept until a blob may have changed (``Blob.data_version``), so
         a TEST pass derives them once, not eight small operations per BatchNorm per pass; and
         recomputed inside a captured CUDA graph, whose replays must derive them from the blobs'
-        values then, as nothing in Python runs."""
+        values then, as nothing in Python runs (and inside a trace for export, whose program must
+        derive them likewise)."""
         blobs = list(self.blobs) + (list(self._fold.blobs) if folded else [])
-        key = () if blobs[0]._t.is_cuda and torch.cuda.is_current_stream_capturing() else (
-            tuple([b.data_version() for b in blobs]) + (dtype, folded))
+        traced = tracing() or (
+            blobs[0]._t.is_cuda and torch.cuda.is_current_stream_capturing())
+        key = () if traced else tuple([b.data_version() for b in blobs]) + (dtype, folded)
         if not key or None in key or key != self._stats_key:
             mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(dtype) for b in self.blobs)
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from caffe._layers.loss.labels import all_in_range, labels_checked_on
 from caffe._layers.utility._shared import bottom_name, where
 from caffe.errors import LayerSetupError
 from caffe.fillers import fill
@@ -45,8 +46,8 @@ class Embed(Layer):
     def _indices(self, bottom) -> torch.Tensor:
         values = bottom[0].tensor.reshape(-1)
         idx = values.to(torch.int64)
-        bad = (idx < 0) | (idx >= self.input_dim)
-        if bool(bad.any()):
+        if labels_checked_on(idx.device) and not all_in_range(idx, self.input_dim):
+            bad = (idx < 0) | (idx >= self.input_dim)
             raise LayerSetupError(
                 f"{where(self)}: index {float(values[bad][0]):g} in bottom "
                 f"{bottom_name(self, 0)} is out of range; allowed: 0 to {self.input_dim - 1} "

@@ -1,0 +1,159 @@
+"""Export a net for use without neocaffe: a PyTorch ``ExportedProgram`` (``.pt2``) or ONNX.
+
+The exported computation is the net's own forward, the same layer code (so the same numbers),
+traced by ``torch.export`` at the input shapes given (by default the input blobs' shapes). The
+parameters become constants of the program. A ``.pt2`` file loads with plain PyTorch
+(``torch.export.load(path).module()(x)``); an ``.onnx`` file runs in ONNX Runtime, OpenCV DNN or
+TensorRT, and needs the ``onnx`` and ``onnxscript`` packages to write.
+
+What can be exported: a TEST-phase net whose inputs are ``Input`` layers (or the legacy
+``input`` fields), i.e. a deploy net. Layers that read data themselves (Data, ImageData, HDF5,
+MemoryData, WindowData, DummyData, Python layers without bottoms) or write files (HDF5Output)
+are refused, as a trace would freeze one batch of their data into the program, and so is
+Filter, whose top shape depends on values. Range checks of labels and indices are left out of
+the program (they read values on the host). A Python layer
+is traced like any other layer when it computes with torch operations on ``blob.tensor``; one
+that computes with NumPy cannot be traced, and the error names it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from caffe.errors import CaffeError, PythonLayerError
+from caffe.layer import Phase
+from caffe.net import Net
+
+#: layer types whose tops come from files or generators, not from the net's inputs
+READS_DATA = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
+                        "DummyData", "AnnotatedData"})
+#: layer types with effects outside the net
+WRITES_FILES = frozenset({"HDF5Output"})
+#: layer types whose top shapes depend on the values of a bottom
+VALUE_SHAPED = frozenset({"Filter"})
+
+
+class ExportError(CaffeError, ValueError):
+    """The net cannot be exported as it is (the message says which layer and what to do)."""
+
+
+def _check_exportable(net: Net) -> None:
+    if net.phase != Phase.TEST:
+        raise ExportError(f"Net '{net.name}' is in phase TRAIN; export the TEST phase "
+                          "(caffe.Net(deploy_prototxt, caffe.TEST, weights=...))")
+    for name, layer in zip(net._layer_names, net.layers):
+        reads = layer.type in READS_DATA or (layer.type == "Python" and not net.bottom_names[name])
+        if reads:
+            raise ExportError(
+                f"Layer '{name}' ({layer.type}) reads its own data, which an exported program "
+                "cannot do; export the deploy net, whose inputs are Input layers")
+        if layer.type in WRITES_FILES:
+            raise ExportError(f"Layer '{name}' ({layer.type}) writes files; remove it from the "
+                              "net to export")
+        if layer.type in VALUE_SHAPED:
+            raise ExportError(f"Layer '{name}' ({layer.type}): the shape of its top depends on "
+                              "the values of its bottoms, which an exported program of fixed "
+                              "shapes cannot hold; export the net up to its bottoms")
+
+
+class NetModule(nn.Module):
+    """``net``'s forward as an ``nn.Module``: ``module(*inputs)`` takes one tensor per net input
+    (``net.inputs`` order; a new shape reshapes the net) and returns the output blobs
+    (``net.outputs`` order) as a tuple. It runs a copy of the net that shares its parameter
+    memory, so using it never changes ``net``'s blobs. No autograd: for inference and
+    tracing."""
+
+    def __init__(self, net: Net) -> None:
+        super().__init__()
+        _check_exportable(net)
+        self.net = net._clone()
+        self.input_names = list(net.inputs)
+        self.output_names = list(net.outputs)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        net = self.net
+        if len(inputs) != len(self.input_names):
+            raise ExportError(f"Net '{net.name}' takes {len(self.input_names)} inputs "
+                              f"{self.input_names}, got {len(inputs)}")
+        reshape = False
+        for name, x in zip(self.input_names, inputs):
+            blob = net.blobs[name]
+            if tuple(x.shape) != blob.shape:
+                blob.reshape(*x.shape)
+                reshape = True
+            blob.tensor = x.to(blob.tensor.dtype)
+        if reshape:
+            net.reshape()
+        net._forward(compute_loss=False)
+        return tuple(net.blobs[name].tensor for name in self.output_names)
+
+
+def _example_inputs(net: Net, inputs) -> tuple[torch.Tensor, ...]:
+    if inputs is None:
+        return tuple(torch.zeros(net.blobs[n].shape) for n in net.inputs)
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        inputs = [inputs]
+    return tuple(torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(
+        x, torch.Tensor) else x.float() for x in inputs)
+
+
+def to_torch(net: Net, inputs: Sequence | None = None) -> torch.export.ExportedProgram:
+    """``net``'s forward traced by ``torch.export`` at the shapes of ``inputs`` (arrays or
+    tensors, one per net input; by default zeros shaped like the input blobs). Save it with
+    ``torch.export.save(program, "net.pt2")``; run it with ``program.module()(*inputs)``."""
+    module = NetModule(net)
+    args = _example_inputs(net, inputs)
+    try:
+        return torch.export.export(module, args, strict=False)
+    except PythonLayerError as e:
+        raise ExportError(f"{e}. A Python layer is exported when it computes with torch "
+                          "operations on blob.tensor (NumPy's blob.data cannot be traced)"
+                          ) from e
+    except CaffeError:
+        raise
+    except Exception as e:
+        raise ExportError(f"Net '{net.name}' could not be traced for export: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                          ) from e
+
+
+def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
+            opset_version: int | None = None) -> None:
+    """Write ``net`` as an ONNX model to ``path`` (input and output names are the blob names;
+    shapes as in ``to_torch``). Needs the ``onnx`` and ``onnxscript`` packages."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"writing ONNX needs the packages onnx and onnxscript ({e}); "
+                          "pip install onnx onnxscript") from None
+    program = to_torch(net, inputs)
+    kwargs = {} if opset_version is None else {"opset_version": opset_version}
+    quiet = logging.getLogger("torch.onnx")  # its notes on torchvision's ops, not ours
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        onnx_program = torch.onnx.export(program, dynamo=True, input_names=list(net.inputs),
+                                         output_names=list(net.outputs), verbose=False,
+                                         **kwargs)
+    finally:
+        quiet.setLevel(level)
+    onnx_program.save(str(path))  # (weights past 2 GB go to a file named after it)
+
+
+def save(net: Net, path: str, inputs: Sequence | None = None) -> None:
+    """Export ``net`` to ``path``: ONNX for ``.onnx``, a PyTorch ExportedProgram otherwise
+    (``.pt2``)."""
+    if str(path).endswith(".onnx"):
+        to_onnx(net, path, inputs)
+        return
+    program = to_torch(net, inputs)
+    tmp = f"{path}.{os.getpid()}.tmp.pt2"
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,202 @@
+"""Export (``caffe.export``): every layer configuration of the layer table that a deploy net can
+hold traces into a ``torch.export`` program that gives the net's own numbers; real models go to
+``.pt2`` and ONNX files that run without neocaffe (ONNX Runtime); what cannot be exported is
+refused with the layer named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import caffe
+from caffe import export
+from caffe.proto import caffe_pb2
+
+from layer_db import all_rows
+
+ROWS = all_rows()
+#: types an exported program cannot hold, and why (each is refused by name)
+NOT_EXPORTED = {
+    "Filter": "the size of its top depends on the values of its selector",
+    "Data": "reads a database", "ImageData": "reads image files", "HDF5Data": "reads HDF5",
+    "MemoryData": "reads arrays handed over from Python", "WindowData": "reads image windows",
+    "DummyData": "generates its data", "HDF5Output": "writes files",
+}
+EXPORTED = [r for r in ROWS if r.type not in NOT_EXPORTED and r.type != "Python"]
+
+
+def row_net(row) -> tuple[caffe.Net, list[np.ndarray]]:
+    """A TEST net of Input layers (one per bottom of ``row``) feeding the row's layer."""
+    arrays = [np.asarray(a, dtype=np.float32)
+              for a in row.bottoms(np.random.default_rng(1234))]
+    param = caffe_pb2.NetParameter(name=f"row_{row.id}")
+    for i, a in enumerate(arrays):
+        lp = param.layer.add(name=f"in{i}", type="Input", top=[f"b{i}"])
+        lp.input_param.shape.add(dim=list(a.shape))
+    lp = param.layer.add()
+    lp.CopyFrom(row.layer_param(len(arrays), row.num_tops))
+    return caffe.Net(param, caffe.TEST), arrays
+
+
+@pytest.mark.parametrize("row", EXPORTED, ids=[f"{r.type}-{r.id}" for r in EXPORTED])
+def test_layer_exports_with_the_nets_numbers(row):
+    net, arrays = row_net(row)
+    for i, a in enumerate(arrays):
+        net.blobs[f"b{i}"].data[...] = a
+    feed = [net.blobs[name].data.copy() for name in net.inputs]
+    expected = {k: v.copy() for k, v in net.forward().items()}
+    program = export.to_torch(net, feed)
+    got = program.module()(*[torch.from_numpy(a) for a in feed])
+    assert len(got) == len(net.outputs)
+    for name, g in zip(net.outputs, got):
+        np.testing.assert_allclose(g.numpy(), expected[name], rtol=1e-6, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_every_type_is_exported_or_refused():
+    covered = {r.type for r in EXPORTED} | set(NOT_EXPORTED) | {"Python"}
+    assert sorted(set(caffe.layer_type_list()) - covered) == []
+
+
+LENET = "benchmarks/nets/lenet.prototxt"
+
+
+def lenet(batch: int | None = None) -> caffe.Net:
+    caffe.set_random_seed(5)
+    net = caffe.Net(LENET, caffe.TEST)
+    if batch:
+        net.blobs["data"].reshape(batch, 1, 28, 28)
+        net.reshape()
+    return net
+
+
+def test_program_takes_another_batch_and_leaves_the_net_alone():
+    net = lenet()
+    x = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    before = net.forward()["prob"].copy()
+    program = export.to_torch(net, [x[:3]])
+    got = program.module()(torch.from_numpy(x[:3]))[0]
+    np.testing.assert_allclose(got.numpy(), before[:3], rtol=1e-6, atol=1e-7)
+    assert net.blobs["data"].shape == (64, 1, 28, 28)
+    np.testing.assert_array_equal(net.blobs["prob"].data, before)
+    np.testing.assert_array_equal(net.forward()["prob"], before)
+
+
+def test_pt2_file_runs_with_plain_torch(tmp_path):
+    import subprocess
+    import sys
+
+    net = lenet(batch=2)
+    x = np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    expected = net.forward()["prob"].copy()
+    export.save(net, str(tmp_path / "lenet.pt2"))
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, torch\n"
+            "sys.modules['caffe'] = None  # importing caffe would fail\n"
+            f"p = torch.export.load(r'{tmp_path / 'lenet.pt2'}')\n"
+            f"y = p.module()(torch.from_numpy(np.load(r'{tmp_path / 'x.npy'}')))[0]\n"
+            f"np.save(r'{tmp_path / 'y.npy'}', y.numpy())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-6, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.pt2", "x.npy", "y.npy"]
+
+
+def test_onnx_file_runs_in_onnx_runtime(tmp_path):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    net = lenet(batch=2)
+    x = np.random.default_rng(2).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    expected = net.forward()["prob"].copy()
+    export.to_onnx(net, str(tmp_path / "lenet.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "lenet.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["data"]
+    assert [o.name for o in session.get_outputs()] == ["prob"]
+    got = session.run(None, {"data": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_caffe_export_command(tmp_path, capsys, monkeypatch):
+    from caffe.tools import cli
+
+    monkeypatch.setenv("GLOG_minloglevel", "0")
+    net = lenet()
+    net.save(str(tmp_path / "w.caffemodel"))
+    rc = cli.main(["export", "-model", LENET, "-weights", str(tmp_path / "w.caffemodel"),
+                   "-output", str(tmp_path / "l.pt2"), "-batch", "3"])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "Wrote" in err and "data (3, 1, 28, 28)" in err and "prob (3, 10)" in err
+    assert "largest difference from the net's forward 0" in err
+    program = torch.export.load(str(tmp_path / "l.pt2"))
+    assert tuple(program.module()(torch.zeros(3, 1, 28, 28))[0].shape) == (3, 10)
+
+
+TORCH_LAYER = '''
+import caffe
+
+
+class Cube(caffe.Layer):
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].shape)
+
+    def forward(self, bottom, top):
+        top[0].tensor = bottom[0].tensor ** 3
+
+
+class NumpyCube(Cube):
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data ** 3
+'''
+
+
+def python_net(tmp_path, monkeypatch, layer: str) -> caffe.Net:
+    (tmp_path / "export_layers.py").write_text(TORCH_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    param = caffe_pb2.NetParameter(name="py")
+    param.layer.add(name="x", type="Input", top=["x"]).input_param.shape.add(dim=[2, 3])
+    lp = param.layer.add(name="cube", type="Python", bottom=["x"], top=["y"])
+    lp.python_param.module, lp.python_param.layer = "export_layers", layer
+    return caffe.Net(param, caffe.TEST)
+
+
+def test_python_layer_computing_with_torch_is_exported(tmp_path, monkeypatch):
+    net = python_net(tmp_path, monkeypatch, "Cube")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    got = export.to_torch(net).module()(torch.from_numpy(x))[0]
+    np.testing.assert_array_equal(got.numpy(), x ** 3)
+
+
+def test_python_layer_computing_with_numpy_is_named(tmp_path, monkeypatch):
+    net = python_net(tmp_path, monkeypatch, "NumpyCube")
+    with pytest.raises(export.ExportError, match="Layer .cube. .Python.*blob.tensor"):
+        export.to_torch(net)
+
+
+@pytest.mark.parametrize("layer,message", [
+    ('layer { name: "d" type: "DummyData" top: "x" dummy_data_param { shape { dim: 2 } } }',
+     "Layer 'd' \\(DummyData\\) reads its own data"),
+    ('layer { name: "m" type: "MemoryData" top: "x" top: "l" memory_data_param { batch_size: 1 '
+     'channels: 1 height: 1 width: 1 } }', "Layer 'm' \\(MemoryData\\) reads its own data"),
+    ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+     'layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 2 } } }\n'
+     'layer { name: "f" type: "Filter" bottom: "x" bottom: "s" top: "y" }',
+     "Layer 'f' \\(Filter\\): the shape of its top depends on the values"),
+])
+def test_what_cannot_be_exported_is_refused_by_name(layer, message):
+    from google.protobuf import text_format
+
+    param = text_format.Parse(layer, caffe_pb2.NetParameter())
+    with pytest.raises(export.ExportError, match=message):
+        export.to_torch(caffe.Net(param, caffe.TEST))
+
+
+def test_train_phase_is_refused():
+    with pytest.raises(export.ExportError, match="phase TRAIN; export the TEST phase"):
+        export.to_torch(caffe.Net(LENET, caffe.TRAIN))
