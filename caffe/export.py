@@ -87,7 +87,7 @@ class NetModule(nn.Module):
             if tuple(x.shape) != blob.shape:
                 blob.reshape(*x.shape)
                 reshape = True
-            blob.tensor = x.to(blob.tensor.dtype)
+            blob.tensor = x.to(device=blob.tensor.device, dtype=blob.tensor.dtype)
         if reshape:
             net.reshape()
         net._forward(compute_loss=False)

@@ -3,7 +3,7 @@
 ``t.start()``, ``t.stop()``, then ``t.ms`` gives the milliseconds between the last start and
 stop. In GPU mode, as in Caffe, the two ends are CUDA events on the current stream, so ``ms`` is
 the device time between them (reading it waits for the stop event); in CPU mode it is wall
-time. Reading ``ms`` while the timer runs stops it first; reading it before any start logs a
+time (the events go on the current stream of the nets' device). Reading ``ms`` while the timer runs stops it first; reading it before any start logs a
 warning and gives 0.
 """
 
@@ -25,6 +25,7 @@ class Timer:
         self._cuda = False
         self._start: float | torch.cuda.Event = 0.0
         self._stop: float | torch.cuda.Event = 0.0
+        self._stream: torch.cuda.Stream | None = None
 
     @property
     def running(self) -> bool:
@@ -36,9 +37,10 @@ class Timer:
             return
         self._cuda = STATE.device.type == "cuda"
         if self._cuda:
+            self._stream = torch.cuda.current_stream(STATE.device)
             self._start = torch.cuda.Event(enable_timing=True)
             self._stop = torch.cuda.Event(enable_timing=True)
-            self._start.record()
+            self._start.record(self._stream)
         else:
             self._start = time.perf_counter()
         self._running = True
@@ -49,7 +51,7 @@ class Timer:
         if not self._running:
             return
         if self._cuda:
-            self._stop.record()
+            self._stop.record(self._stream)
         else:
             self._stop = time.perf_counter()
         self._running = False
