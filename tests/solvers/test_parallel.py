@@ -23,6 +23,12 @@ from caffe.tools.train import train_rank
 
 ROWS, D_IN, D_OUT = 16, 5, 3
 
+
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch):
+    """Gloo on the loopback interface: a CI machine's host name may not resolve."""
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+
 NET = """
 name: "parallel"
 layer { name: "data" type: "HDF5Data" top: "x" top: "y"
