@@ -106,6 +106,7 @@ def test_pt2_file_runs_with_plain_torch(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.pt2", "x.npy", "y.npy"]
 
 
+@pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")  # inside torch.onnx
 def test_onnx_file_runs_in_onnx_runtime(tmp_path):
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
