@@ -102,7 +102,7 @@ class _HostAccess:
 def _as_shape(args: tuple) -> tuple[int, ...]:
     if len(args) == 1 and isinstance(args[0], Iterable) and not isinstance(args[0], (str, bytes)):
         args = tuple(args[0])
-    shape = tuple(int(d) for d in args)
+    shape = tuple(d if isinstance(d, torch.SymInt) else int(d) for d in args)  # (traced sizes)
     if any(d < 0 for d in shape):
         raise ShapeMismatchError(f"Blob shape {shape} has a negative dimension")
     return shape
@@ -170,7 +170,7 @@ class Blob:
                 f"num/channels/height/width are only defined for blobs of at most 4 axes; "
                 f"this blob has shape {self.shape}: use .shape"
             )
-        return int(self._t.shape[index]) if index < n else 1
+        return self._t.shape[index] if index < n else 1
 
     num = property(lambda self: self._legacy(0))
     channels = property(lambda self: self._legacy(1))
@@ -184,9 +184,10 @@ class Blob:
             shape = tuple(shape[0].dim)
         shape = _as_shape(shape)
         t = self._device_data()
-        if tuple(t.shape) == shape:
+        traced = any(isinstance(d, torch.SymInt) for d in shape)  # a size left open in export
+        if not traced and tuple(t.shape) == shape:
             return
-        if math.prod(shape) == t.numel():
+        if not traced and math.prod(shape) == t.numel():
             self._t = t.reshape(shape)
             if self._g is not None:
                 self._g = self._device_diff().reshape(shape)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from caffe._common import tracing
 from caffe.errors import CaffeError, PythonLayerError
 from caffe.layer import Phase
 from caffe.net import Net
@@ -84,7 +85,7 @@ class NetModule(nn.Module):
         reshape = False
         for name, x in zip(self.input_names, inputs):
             blob = net.blobs[name]
-            if tuple(x.shape) != blob.shape:
+            if tracing() or tuple(x.shape) != blob.shape:
                 blob.reshape(*x.shape)
                 reshape = True
             blob.tensor = x.to(device=blob.tensor.device, dtype=blob.tensor.dtype)
@@ -103,20 +104,53 @@ def _example_inputs(net: Net, inputs) -> tuple[torch.Tensor, ...]:
         x, torch.Tensor) else x.float() for x in inputs)
 
 
-def to_torch(net: Net, inputs: Sequence | None = None) -> torch.export.ExportedProgram:
+def _batch_dims(args: tuple[torch.Tensor, ...]) -> tuple[tuple, tuple]:
+    """Examples and torch.export dynamic shapes that leave the first dimension open for the
+    inputs that share the first input's batch size (a batch of 1 is traced as 2: torch fixes
+    sizes 0 and 1)."""
+    if not args or not args[0].dim():
+        return args, None
+    n = args[0].shape[0]
+    batch = torch.export.Dim("batch", min=1)
+    examples, dims = [], []
+    for x in args:
+        if x.dim() and x.shape[0] == n:
+            examples.append(x.expand(2, *x.shape[1:]).contiguous() if n == 1 else x)
+            dims.append({0: batch})
+        else:
+            examples.append(x)
+            dims.append(None)
+    return tuple(examples), tuple(dims)
+
+
+def to_torch(net: Net, inputs: Sequence | None = None,
+             dynamic_batch: bool = False) -> torch.export.ExportedProgram:
     """``net``'s forward traced by ``torch.export`` at the shapes of ``inputs`` (arrays or
-    tensors, one per net input; by default zeros shaped like the input blobs). Save it with
+    tensors, one per net input; by default zeros shaped like the input blobs). With
+    ``dynamic_batch`` the program takes any batch size (the first dimension of the inputs
+    whose first dimension is the first input's). Save it with
     ``torch.export.save(program, "net.pt2")``; run it with ``program.module()(*inputs)``."""
     module = NetModule(net)
     args = _example_inputs(net, inputs)
+    dims = None
+    if dynamic_batch:
+        args, batch_dims = _batch_dims(args)
+        dims = None if batch_dims is None else (batch_dims,)
     try:
-        return torch.export.export(module, args, strict=False)
+        return torch.export.export(module, args, dynamic_shapes=dims, strict=False)
     except PythonLayerError as e:
         raise ExportError(f"{e}. A Python layer is exported when it computes with torch "
                           "operations on blob.tensor (NumPy's blob.data cannot be traced)"
                           ) from e
     except CaffeError:
         raise
+    except torch._dynamo.exc.UserError as e:
+        if not dynamic_batch:
+            raise
+        raise ExportError(f"Net '{net.name}' cannot take a variable batch size: a layer "
+                          "fixes it (a Reshape, Slice or Crop on the first axis, a parameter "
+                          "spanning it, a loss); export it with a fixed batch (torch.export: "
+                          f"{str(e).splitlines()[0]})") from e
     except Exception as e:
         raise ExportError(f"Net '{net.name}' could not be traced for export: "
                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -124,16 +158,17 @@ def to_torch(net: Net, inputs: Sequence | None = None) -> torch.export.ExportedP
 
 
 def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
-            opset_version: int | None = None) -> None:
+            opset_version: int | None = None, dynamic_batch: bool = False) -> None:
     """Write ``net`` as an ONNX model to ``path`` (input and output names are the blob names;
-    shapes as in ``to_torch``). Needs the ``onnx`` and ``onnxscript`` packages."""
+    shapes and ``dynamic_batch`` as in ``to_torch``). Needs the ``onnx`` and ``onnxscript``
+    packages."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ExportError(f"writing ONNX needs the packages onnx and onnxscript ({e}); "
                           "pip install onnx onnxscript") from None
-    program = to_torch(net, inputs)
+    program = to_torch(net, inputs, dynamic_batch)
     kwargs = {} if opset_version is None else {"opset_version": opset_version}
     quiet = logging.getLogger("torch.onnx")  # its notes on torchvision's ops, not ours
     level = quiet.level
@@ -147,13 +182,14 @@ def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
     onnx_program.save(str(path))  # (weights past 2 GB go to a file named after it)
 
 
-def save(net: Net, path: str, inputs: Sequence | None = None) -> None:
+def save(net: Net, path: str, inputs: Sequence | None = None,
+         dynamic_batch: bool = False) -> None:
     """Export ``net`` to ``path``: ONNX for ``.onnx``, a PyTorch ExportedProgram otherwise
     (``.pt2``)."""
     if str(path).endswith(".onnx"):
-        to_onnx(net, path, inputs)
+        to_onnx(net, path, inputs, dynamic_batch=dynamic_batch)
         return
-    program = to_torch(net, inputs)
+    program = to_torch(net, inputs, dynamic_batch)
     tmp = f"{path}.{os.getpid()}.tmp.pt2"
     torch.export.save(program, tmp)
     os.replace(tmp, path)

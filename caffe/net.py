@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from caffe import model_io
-from caffe._common import LOG, STATE
+from caffe._common import LOG, STATE, tracing
 from caffe.blob import RELEASED, Blob
 from caffe.errors import (
     CaffeError,
@@ -651,7 +651,8 @@ class Net:
         li = start
         stage = "reshape"
         inspect = self.debug_info or self.check_nan
-        vacate = self._vacate_tops if STATE.device.type == "cpu" else self._vacate_none
+        vacate = (self._vacate_tops if STATE.device.type == "cpu" and not tracing()
+                  else self._vacate_none)
         if not (inspect or before or after):
             PASS.fold_from, PASS.fold_to = start, end
         try:

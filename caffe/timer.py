@@ -1,10 +1,10 @@
 """``caffe.Timer``: pycaffe's stopwatch (Caffe's ``Timer``), used by ``caffe time`` as well.
 
 ``t.start()``, ``t.stop()``, then ``t.ms`` gives the milliseconds between the last start and
-stop. In GPU mode, as in Caffe, the two ends are CUDA events on the current stream, so ``ms`` is
-the device time between them (reading it waits for the stop event); in CPU mode it is wall
-time (the events go on the current stream of the nets' device). Reading ``ms`` while the timer runs stops it first; reading it before any start logs a
-warning and gives 0.
+stop. In GPU mode, as in Caffe, the two ends are CUDA events on the current stream of the nets'
+device, so ``ms`` is the device time between them (reading it waits for the stop event); in CPU
+mode it is wall time. Reading ``ms`` while the timer runs stops it first; reading it before any
+start logs a warning and gives 0.
 """
 
 from __future__ import annotations

@@ -123,6 +123,19 @@ def test_onnx_file_runs_in_onnx_runtime(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")  # inside torch.onnx
+def test_caffe_export_command_dynamic_batch_onnx(tmp_path, monkeypatch):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from caffe.tools import cli
+
+    assert cli.main(["export", "-model", LENET, "-output", str(tmp_path / "l.onnx"),
+                     "-dynamic_batch"]) == 0
+    session = ort.InferenceSession(str(tmp_path / "l.onnx"), providers=["CPUExecutionProvider"])
+    assert isinstance(session.get_inputs()[0].shape[0], str)
+    assert session.run(None, {"data": np.zeros((5, 1, 28, 28), np.float32)})[0].shape == (5, 10)
+
+
 def test_caffe_export_command(tmp_path, capsys, monkeypatch):
     from caffe.tools import cli
 
@@ -201,3 +214,35 @@ def test_what_cannot_be_exported_is_refused_by_name(layer, message):
 def test_train_phase_is_refused():
     with pytest.raises(export.ExportError, match="phase TRAIN; export the TEST phase"):
         export.to_torch(caffe.Net(LENET, caffe.TRAIN))
+
+
+#: configurations whose programs cannot leave the batch open (losses normalise by it, the
+#: recurrent layers' first axis is time, parameters or slicing on the first axis)
+FIXED_BATCH_TYPES = {"SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "InfogainLoss", "RNN",
+                     "LSTM", "LSTMUnit"}
+FIXED_BATCH_ROWS = {"Bias-bottom_axis_minus2", "Scale-learned_axis0_two_axes",
+                    "Slice-legacy_slice_dim0_equal", "Crop-axis0_offsets"}
+
+
+@pytest.mark.parametrize("row", EXPORTED, ids=[f"{r.type}-{r.id}" for r in EXPORTED])
+def test_dynamic_batch_program_matches_the_net_at_another_batch(row):
+    net, _ = row_net(row)
+    feed = [net.blobs[name].data.copy() for name in net.inputs]
+    try:
+        program = export.to_torch(net, feed, dynamic_batch=True)
+    except caffe.errors.CaffeError:
+        if row.type in FIXED_BATCH_TYPES or f"{row.type}-{row.id}" in FIXED_BATCH_ROWS:
+            return
+        raise
+    n = feed[0].shape[0] if feed and feed[0].ndim else None
+    bigger = [np.concatenate([a, a]) if a.ndim and a.shape[0] == n else a for a in feed]
+    for name, a in zip(net.inputs, bigger):
+        net.blobs[name].reshape(*a.shape)
+    net.reshape()
+    for name, a in zip(net.inputs, bigger):
+        net.blobs[name].data[...] = a
+    expected = net.forward()
+    got = program.module()(*[torch.from_numpy(a) for a in bigger])
+    for name, g in zip(net.outputs, got):
+        np.testing.assert_allclose(g.numpy(), expected[name], rtol=1e-6, atol=1e-6,
+                                   err_msg=name)

@@ -1,11 +1,11 @@
 """``caffe export``: write a deploy net with its weights as a file that runs without neocaffe.
 
 ``caffe export -model deploy.prototxt [-weights w.caffemodel] -output net.onnx|net.pt2
-[-batch N] [-level N] [-stage s1,s2]`` traces the TEST net (``caffe.export``) at the input blobs'
-shapes (``-batch`` replaces their first dimension) and writes ONNX for a ``.onnx`` output, a
-PyTorch ExportedProgram (``torch.export.load``) otherwise. It then runs the written file on
-random inputs (ONNX: when ONNX Runtime is installed) and logs the largest difference from the
-net's own forward.
+[-batch N | -dynamic_batch] [-level N] [-stage s1,s2]`` traces the TEST net (``caffe.export``)
+at the input blobs' shapes (``-batch`` replaces their first dimension; ``-dynamic_batch`` leaves
+it open) and writes ONNX for a ``.onnx`` output, a PyTorch ExportedProgram
+(``torch.export.load``) otherwise. It then runs the written file on random inputs (ONNX: when
+ONNX Runtime is installed) and logs the largest difference from the net's own forward.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="", help="the file to write: .onnx or .pt2")
     parser.add_argument("--batch", type=int, default=0,
                         help="batch size of the exported program (default: the net's)")
+    parser.add_argument("--dynamic-batch", "--dynamic_batch", action="store_true",
+                        help="let the exported program take any batch size")
     add_device_arguments(parser)
 
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         net.reshape()
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal(net.blobs[n].shape).astype(np.float32) for n in net.inputs]
-    save(net, args.output, inputs)
+    save(net, args.output, inputs, args.dynamic_batch)
     LOG.info("Wrote %s: inputs %s, outputs %s", args.output,
              ", ".join(f"{n} {net.blobs[n].shape}" for n in net.inputs),
              ", ".join(f"{n} {net.blobs[n].shape}" for n in net.outputs))

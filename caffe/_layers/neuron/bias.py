@@ -11,6 +11,7 @@ written to bottom[1]'s diff)."""
 
 from __future__ import annotations
 
+from caffe._common import tracing
 from caffe._layers.neuron._operand import learned_shape, span
 from caffe.fillers import fill
 from caffe.layer import Layer
@@ -34,7 +35,7 @@ class Bias(Layer):
     def reshape(self, bottom, top):
         operand = bottom[1] if len(bottom) > 1 else self.blobs[0]
         key = (bottom[0].shape, operand.shape)
-        if key != self._span_key:
+        if tracing() or key != self._span_key:
             self.span = span(self, bottom[0].shape, operand.shape,
                              self.layer_param.bias_param.axis, "bias")
             self._span_key = key

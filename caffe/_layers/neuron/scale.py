@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from caffe._common import tracing
 from caffe._layers.neuron._operand import affine_, keep_copy, learned_shape, span
 from caffe.fillers import fill
 from caffe.layer import PASS, Layer
@@ -71,7 +72,7 @@ class Scale(Layer):
         axis = self.layer_param.scale_param.axis
         operand = self._scale_blob(bottom)
         key = (bottom[0].shape, operand.shape)
-        if key != self._span_key:
+        if tracing() or key != self._span_key:
             self.span = span(self, bottom[0].shape, operand.shape, axis, "scale")
             if self.bias_term:
                 self.bias_span = span(self, bottom[0].shape, self.blobs[-1].shape, axis, "bias")
