@@ -270,6 +270,13 @@ class Blob:
                 and t.numel() * t.element_size() >= VACATE_MIN_BYTES):
             self._t = torch.empty((), dtype=t.dtype, device=t.device).expand(t.shape)
 
+    def refill_vacated(self) -> None:
+        """Give data let go of by ``vacate``, and not replaced since (its layer failed), zeroed
+        memory again, so that the blob reads and takes NumPy writes as usual."""
+        t = self._t
+        if t.numel() > 1 and not any(t.stride()):
+            self._t = torch.zeros(t.shape, dtype=t.dtype, device=t.device)
+
     def vacate_diff(self) -> None:
         """The same for the diff (which then reads as zeros until assigned)."""
         g = self._g

@@ -672,6 +672,8 @@ class Net:
                     if inspect:
                         self._inspect_forward(li)
         except Exception as e:
+            for blob in vacate[li]:
+                blob.refill_vacated()
             _raise_from(layers[li], stage, e)
         finally:
             PASS.fold_from, PASS.fold_to = 1, 0

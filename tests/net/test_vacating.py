@@ -100,3 +100,25 @@ def test_vacated_lists_only_what_the_layer_replaces():
     assert vacated(conv, [data], [out], [True]) == ((out,), (data,))
     assert vacated(conv, [data], [out], [False]) == ((out,), ())
     assert vacated(conv, [out], [out], [True]) == ((), ())
+
+
+def test_a_failing_layer_leaves_its_let_go_tops_usable(monkeypatch):
+    monkeypatch.setattr(caffe.blob, "VACATE_MIN_BYTES", 0)
+    net = _net()
+    net.forward()
+    conv = net.layer_dict["conv"]
+
+    def fail(bottom, top):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(conv, "forward", fail)
+    try:
+        net.forward()
+    except caffe.errors.CaffeError as e:
+        assert "boom" in str(e)
+    else:
+        raise AssertionError("the failing forward did not raise")
+    top = net.blobs["conv"]
+    assert not top.data.any()
+    top.data[...] = np.arange(top.count).reshape(top.shape)
+    np.testing.assert_array_equal(top.data.ravel(), np.arange(top.count))
