@@ -11,9 +11,9 @@ What can be exported: a TEST-phase net whose inputs are ``Input`` layers (or the
 MemoryData, WindowData, DummyData, Python layers without bottoms) or write files (HDF5Output)
 are refused, as a trace would freeze one batch of their data into the program, and so is
 Filter, whose top shape depends on values. Range checks of labels and indices are left out of
-the program (they read values on the host). A Python layer
-is traced like any other layer when it computes with torch operations on ``blob.tensor``; one
-that computes with NumPy cannot be traced, and the error names it.
+the program (they read values on the host). A Python layer is traced like any other layer when
+it computes with torch operations on ``blob.tensor``; one that computes with NumPy cannot be
+traced, and the error names it.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class NetModule(nn.Module):
         return tuple(net.blobs[name].tensor for name in self.output_names)
 
 
-def _example_inputs(net: Net, inputs) -> tuple[torch.Tensor, ...]:
+def _example_inputs(net: Net, inputs: Sequence | None) -> tuple[torch.Tensor, ...]:
     if inputs is None:
         return tuple(torch.zeros(net.blobs[n].shape) for n in net.inputs)
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
@@ -104,7 +104,7 @@ def _example_inputs(net: Net, inputs) -> tuple[torch.Tensor, ...]:
         x, torch.Tensor) else x.float() for x in inputs)
 
 
-def _batch_dims(args: tuple[torch.Tensor, ...]) -> tuple[tuple, tuple]:
+def _batch_dims(args: tuple[torch.Tensor, ...]) -> tuple[tuple, tuple | None]:
     """Examples and torch.export dynamic shapes that leave the first dimension open for the
     inputs that share the first input's batch size (a batch of 1 is traced as 2: torch fixes
     sizes 0 and 1)."""

@@ -53,8 +53,9 @@ def has_nccl() -> bool:
     return dist.is_available()
 
 
-def _join(uid: str, count: int, rank: int):
-    """The process group of ``count`` ranks reached through ``uid`` (None: the default)."""
+def _join(uid: str, count: int, rank: int) -> None:
+    """Join (as the default process group) the ``count`` ranks that meet through ``uid``, or
+    check the group the program has initialised."""
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -67,13 +68,12 @@ def _join(uid: str, count: int, rank: int):
                 f"ranks and this is rank {dist.get_rank()}, but caffe.solver_count() is {count} "
                 f"and caffe.solver_rank() is {rank}; call caffe.set_solver_count and "
                 "caffe.set_solver_rank with the group's numbers")
-        return None
+        return
     backend = "gloo"
     if STATE.device.type == "cuda":
         backend = "nccl"
         torch.cuda.set_device(STATE.device)
     dist.init_process_group(backend, init_method=uid or "env://", world_size=count, rank=rank)
-    return None
 
 
 class NCCL:
