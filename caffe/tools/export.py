@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 0:
         raise CaffeError(f"-batch must be positive, got {args.batch}")
     args.iterations = 1
+    if args.gpu:
+        LOG.warning("caffe export traces the net on the CPU; -gpu %s is ignored", args.gpu)
+        args.gpu = ""
     net = net_from_args(args, "export", "export", TEST, args.weights)
     if args.batch:
         for name in net.inputs:
