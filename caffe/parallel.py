@@ -190,6 +190,14 @@ class NCCL:
         return agreed
 
 
+def leave() -> None:
+    """Leave the process group ``NCCL`` joined (if any), as each rank must before it exits."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _rank_main(rank: int, count: int, uid: str, fn: Callable, args: tuple) -> None:
     set_solver_count(count)
     set_solver_rank(rank)
@@ -197,10 +205,7 @@ def _rank_main(rank: int, count: int, uid: str, fn: Callable, args: tuple) -> No
     try:
         fn(rank, uid, *args)
     finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        leave()
 
 
 def spawn_ranks(fn: Callable, count: int, *args) -> None:

@@ -10,7 +10,10 @@ As in Caffe, paths inside the solver file are relative to the working directory,
 unless ``snapshot_after_train: false``); SIGHUP takes a snapshot and training goes on. With
 several GPU ids it trains data-parallel, one solver process per GPU (``caffe.parallel``): every
 process reads its own share of the data, the diffs are averaged before each update, rank 0
-tests and snapshots, and a signal stops all of them after the same iteration.
+tests and snapshots, and a signal stops all of them after the same iteration. Started by
+torchrun (``torchrun --nnodes N --nproc-per-node G -m caffe train -solver S -gpu all``), each
+process is one rank of the whole run instead, on GPU number LOCAL_RANK of its ``-gpu`` list
+(the CPU without ``-gpu``), so training spans machines.
 
 neocaffe conveniences: the solver file's folder is put on ``sys.path``, so a Python layer module
 kept next to the solver is found without setting PYTHONPATH; ``-sigint_effect snapshot`` takes a
@@ -38,11 +41,13 @@ from caffe._common import (
     set_mode_cpu,
     set_mode_gpu,
     set_precision,
+    set_solver_count,
+    set_solver_rank,
     solver_count,
 )
 from caffe.errors import CaffeError, SolverError
 from caffe.net import Net
-from caffe.parallel import NCCL, spawn_ranks
+from caffe.parallel import NCCL, leave, spawn_ranks
 from caffe.proto import caffe_pb2
 from caffe.solvers import Solver, SolverAction, solver_class
 from caffe.solvers.solver import read_solver_param
@@ -243,6 +248,17 @@ def run(args: argparse.Namespace) -> int:
         raise SolverError("Give a snapshot to resume training or weights to fine-tune, but "
                           "not both")
     gpus = _train_devices(args, read_solver_param(args.solver))
+    launched = launched_ranks()
+    if launched is not None:  # one of torchrun's processes: a rank of its own
+        count, rank, local = launched
+        LOG.info("Solver rank %d of %d (torchrun)", rank, count)
+        set_solver_count(count)
+        set_solver_rank(rank)
+        use_devices([gpus[local % len(gpus)]] if gpus else [], args.precision)
+        try:
+            return _train(args, "env://")
+        finally:
+            leave()
     if len(gpus) > 1:
         LOG.info("Training on GPUs %s: one solver process per GPU",
                  ",".join(map(str, gpus)))
@@ -256,6 +272,21 @@ def run(args: argparse.Namespace) -> int:
         return 0
     use_devices(gpus, args.precision)
     return _train(args)
+
+
+def launched_ranks() -> tuple[int, int, int] | None:
+    """(world size, rank, local rank) when torchrun (or another torch.distributed launcher)
+    started this process as one of several, else None."""
+    env = os.environ
+    try:
+        count = int(env.get("WORLD_SIZE", "1"))
+        if count <= 1 or "RANK" not in env:
+            return None
+        return count, int(env["RANK"]), int(env.get("LOCAL_RANK", env["RANK"]))
+    except ValueError:
+        raise CaffeError("WORLD_SIZE, RANK and LOCAL_RANK must be integers, got "
+                         f"{env.get('WORLD_SIZE')!r}, {env.get('RANK')!r} and "
+                         f"{env.get('LOCAL_RANK')!r}") from None
 
 
 def train_rank(rank: int, uid: str, args: argparse.Namespace, devices: list[int | None]) -> None:

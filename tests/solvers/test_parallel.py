@@ -189,6 +189,27 @@ def test_caffe_train_ranks_snapshot_on_rank_zero_only(tmp_path, capfd, monkeypat
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
 
 
+def test_caffe_train_under_torchrun_is_one_rank_per_process(tmp_path):
+    """``torchrun --nproc-per-node 2 -m caffe train``: the processes torchrun starts (as on
+    several machines) train as the ranks of one run."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    expected = single_process_weights(str(one), False)
+    solver_path = write_case(str(two), 4, True, False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "caffe", "train", "-solver", solver_path],
+        capture_output=True, text=True, timeout=180, cwd=str(two),
+        env={**os.environ, "GLOG_minloglevel": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Solver rank 1 of 2 (torchrun)" in proc.stderr
+    assert proc.stderr.count("Snapshotting to binary proto file") == 1
+    net = caffe.Net(_train_net_file(two), caffe.TEST, weights=str(two / "snap_iter_6.caffemodel"))
+    for g, e in zip([b.data for b in net.learnable_params], expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
 def _train_net_file(folder) -> str:
     """The solver's inline net, written out as a net file."""
     from google.protobuf import text_format
