@@ -219,6 +219,14 @@ def _abs_mean(t: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------- the Net
+class _IdsPerLayer(list):
+    """The blob indices of each layer's bottoms (or tops): ``ids[i]`` inside the net, and
+    ``ids(i)`` (a copy) as pycaffe's ``net._bottom_ids(i)`` / ``net._top_ids(i)``."""
+
+    def __call__(self, layer_index: int) -> list[int]:
+        return list(self[layer_index])
+
+
 class Net:
     """A network, as pycaffe's ``caffe.Net``.
 
@@ -275,8 +283,8 @@ class Net:
         self._blob_loss_weights: list[float] = []
         self._bottom_vecs: list[list[Blob]] = []
         self._top_vecs: list[list[Blob]] = []
-        self._bottom_ids: list[list[int]] = []
-        self._top_ids: list[list[int]] = []
+        self._bottom_ids = _IdsPerLayer()
+        self._top_ids = _IdsPerLayer()
         self._bottom_need_backward: list[list[bool]] = []
         self._layer_need_backward: list[bool] = []
         self._inputs: list[int] = []

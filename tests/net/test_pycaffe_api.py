@@ -48,6 +48,9 @@ def test_names_and_dicts(net):
     assert net.bottom_names["loss"] == ["ip", "label"]
     assert net.inputs == [] and net.outputs == ["loss"]
     assert net.params_weight_decay == [1.0, 0.0, 1.0, 1.0]
+    # pycaffe's index accessors are methods: net._top_ids(i), net._bottom_ids(i)
+    assert [net._blob_names[i] for i in net._top_ids(0)] == ["data", "label"]
+    assert [net._blob_names[i] for i in net._bottom_ids(3)] == ["ip", "label"]
 
 
 def test_blobs_outlive_the_net(net):
