@@ -149,3 +149,50 @@ def test_convert_mnist_data_rejects_other_files(tmp_path, capsys):
     assert main(["convert_mnist_data", str(tmp_path / "labels.gz"), str(tmp_path / "labels.gz"),
                  str(tmp_path / "m")]) == 1
     assert "is not an MNIST image file" in capsys.readouterr().err
+
+
+FEATURE_NET = """
+layer { name: "d" type: "HDF5Data" top: "x" hdf5_data_param { source: "%s" batch_size: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "fc"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "r" type: "Reshape" bottom: "fc" top: "fc4" reshape_param { shape { dim: 0
+  dim: 3 dim: 1 dim: 1 } } }
+"""
+
+
+def test_extract_features_writes_one_datum_per_item_with_caffes_keys(tmp_path):
+    import h5py
+
+    x = np.random.default_rng(4).standard_normal((4, 5)).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["x"] = x
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'x.h5'}\n")
+    (tmp_path / "net.prototxt").write_text(FEATURE_NET % (tmp_path / "list.txt"))
+    net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TEST)
+    net.save(str(tmp_path / "w.caffemodel"))
+    w, b = (p.data for p in net.params["ip"])
+    expected = x @ w.T + b
+    assert main(["extract_features", str(tmp_path / "w.caffemodel"),
+                 str(tmp_path / "net.prototxt"), "fc,fc4",
+                 f"{tmp_path / 'fc_db'},{tmp_path / 'fc4_db'}", "3", "lmdb"]) == 0
+    for db, shape in (("fc_db", (3, 1, 1)), ("fc4_db", (3, 1, 1))):
+        with lmdb.open(str(tmp_path / db), readonly=True, lock=False) as env:
+            with env.begin() as txn:
+                records = list(txn.cursor())
+        assert [k for k, _ in records] == [b"%010d" % i for i in range(6)]
+        for i, (_, value) in enumerate(records):
+            datum = caffe_pb2.Datum.FromString(value)
+            assert (datum.channels, datum.height, datum.width) == shape
+            np.testing.assert_allclose(datum.float_data, expected[i % 4], rtol=1e-5, atol=1e-6)
+
+
+def test_extract_features_refuses_unknown_blobs_and_mismatched_lists(tmp_path, capsys):
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "x" type: "DummyData" top: "x" dummy_data_param { shape { dim: 1 } } }')
+    caffe.Net(str(tmp_path / "net.prototxt"), caffe.TEST).save(str(tmp_path / "w.caffemodel"))
+    args = [str(tmp_path / "w.caffemodel"), str(tmp_path / "net.prototxt")]
+    assert main(["extract_features", *args, "fc7", str(tmp_path / "db"), "1", "lmdb"]) != 0
+    assert "Unknown feature blob name fc7" in capsys.readouterr().err
+    assert main(["extract_features", *args, "x,x", str(tmp_path / "db"), "1", "lmdb"]) != 0
+    assert "give one database per blob" in capsys.readouterr().err
+    assert not (tmp_path / "db").exists()
