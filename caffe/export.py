@@ -159,15 +159,19 @@ def to_torch(net: Net, inputs: Sequence | None = None,
 
 def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
             opset_version: int | None = None, dynamic_batch: bool = False) -> None:
-    """Write ``net`` as an ONNX model to ``path`` (input and output names are the blob names;
-    shapes and ``dynamic_batch`` as in ``to_torch``). Needs the ``onnx`` and ``onnxscript``
-    packages."""
+    """Write ``net`` as an ONNX model to ``path`` (input and output names are the blob names,
+    see ``onnx_output_names``; shapes and ``dynamic_batch`` as in ``to_torch``). Needs the
+    ``onnx`` and ``onnxscript`` packages. Losses, Accuracy and ArgMax with ``top_k`` > 1 have no
+    ONNX translation (ExportError); ``to_torch`` exports them."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ExportError(f"writing ONNX needs the packages onnx and onnxscript ({e}); "
                           "pip install onnx onnxscript") from None
+    if not net.outputs:
+        raise ExportError(f"Net '{net.name}' has no outputs (every top is consumed or "
+                          "silenced); an ONNX model needs at least one")
     program = to_torch(net, inputs, dynamic_batch)
     kwargs = {} if opset_version is None else {"opset_version": opset_version}
     quiet = logging.getLogger("torch.onnx")  # its notes on torchvision's ops, not ours
@@ -175,11 +179,23 @@ def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
     quiet.setLevel(logging.ERROR)
     try:
         onnx_program = torch.onnx.export(program, dynamo=True, input_names=list(net.inputs),
-                                         output_names=list(net.outputs), verbose=False,
+                                         output_names=onnx_output_names(net), verbose=False,
                                          **kwargs)
+    except Exception as e:
+        raise ExportError(
+            f"Net '{net.name}' was traced, but ONNX has no translation for part of it "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "the PyTorch program (caffe.export.to_torch, a .pt2 file) holds every layer") from e
     finally:
         quiet.setLevel(level)
     onnx_program.save(str(path))  # (weights past 2 GB go to a file named after it)
+
+
+def onnx_output_names(net: Net) -> list[str]:
+    """The ONNX names of ``net``'s outputs: their blob names, with ``_output`` added to an
+    output that is also an input (one ONNX graph cannot use a name twice)."""
+    inputs = set(net.inputs)
+    return [f"{name}_output" if name in inputs else name for name in net.outputs]
 
 
 def save(net: Net, path: str, inputs: Sequence | None = None,

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from caffe._common import generator_for
+from caffe._common import generator_for, tracing
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
 from caffe.proto import caffe_pb2
@@ -149,8 +149,12 @@ class Pooling(Layer):
                                  count_include_pad=True)
             else:
                 h, w = x.shape[-2:]
-                summed = F.avg_pool2d(self._padded(x, 0.0), self.kernel, self.stride,
-                                      divisor_override=1)
+                if tracing():  # torch.onnx drops divisor_override: the sum as mean * area
+                    summed = F.avg_pool2d(self._padded(x, 0.0), self.kernel, self.stride) * (
+                        self.kernel[0] * self.kernel[1])
+                else:
+                    summed = F.avg_pool2d(self._padded(x, 0.0), self.kernel, self.stride,
+                                          divisor_override=1)
                 y = summed / self._ave_divisor(h, w, x.device).to(x.dtype)
             top[0].tensor = y
         elif self.method == PP.STOCHASTIC:
