@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from caffe._common import LOG, STATE
+from caffe._common import LOG, STATE, tracing
 from caffe.errors import ShapeMismatchError
 
 #: blobs smaller than this keep their memory until a layer replaces it (Blob.vacate)
@@ -184,7 +184,7 @@ class Blob:
             shape = tuple(shape[0].dim)
         shape = _as_shape(shape)
         t = self._device_data()
-        traced = any(isinstance(d, torch.SymInt) for d in shape)  # a size left open in export
+        traced = tracing()  # sizes may be symbolic: comparing them would pin them
         if not traced and tuple(t.shape) == shape:
             return
         if not traced and math.prod(shape) == t.numel():
