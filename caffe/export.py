@@ -31,6 +31,8 @@ from caffe.errors import CaffeError, PythonLayerError
 from caffe.layer import Phase
 from caffe.net import Net
 
+_TORCH = tuple(int(part) for part in torch.__version__.split(".")[:2])
+
 #: layer types whose tops come from files or generators, not from the net's inputs
 READS_DATA = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
                         "DummyData", "AnnotatedData"})
@@ -130,6 +132,9 @@ def to_torch(net: Net, inputs: Sequence | None = None,
     ``dynamic_batch`` the program takes any batch size (the first dimension of the inputs
     whose first dimension is the first input's). Save it with
     ``torch.export.save(program, "net.pt2")``; run it with ``program.module()(*inputs)``."""
+    if _TORCH < (2, 5):
+        raise ExportError(f"exporting needs torch >= 2.5 (torch.export with non-strict "
+                          f"tracing); this is torch {torch.__version__}")
     module = NetModule(net)
     args = _example_inputs(net, inputs)
     dims = None
