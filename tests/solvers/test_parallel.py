@@ -18,7 +18,6 @@ import pytest
 import caffe
 from caffe.errors import CaffeError
 from caffe.parallel import NCCL, spawn_ranks
-from caffe.proto import caffe_pb2
 from caffe.tools.train import train_rank
 
 ROWS, D_IN, D_OUT = 16, 5, 3
@@ -28,6 +27,7 @@ ROWS, D_IN, D_OUT = 16, 5, 3
 def _loopback(monkeypatch):
     """Gloo on the loopback interface: a CI machine's host name may not resolve."""
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+
 
 NET = """
 name: "parallel"
@@ -50,6 +50,7 @@ layer { name: "loss2" type: "EuclideanLoss" bottom: "again" bottom: "y" top: "lo
 """
 
 SOLVER = """
+net: "%(dir)s/net.prototxt"
 base_lr: 0.05 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed" type: "SGD"
 max_iter: 6 display: 0 random_seed: 11 layer_wise_reduce: %(layer_wise)s
 snapshot_after_train: true snapshot_prefix: "%(dir)s/snap" snapshot_format: BINARYPROTO
@@ -57,7 +58,7 @@ snapshot_after_train: true snapshot_prefix: "%(dir)s/snap" snapshot_format: BINA
 
 
 def write_case(folder: str, batch: int, layer_wise: bool, shared: bool) -> str:
-    """HDF5 data, the net and a solver file in ``folder``; returns the solver path."""
+    """HDF5 data, net.prototxt and solver.prototxt in ``folder``; returns the solver path."""
     rng = np.random.default_rng(3)
     with h5py.File(os.path.join(folder, "d.h5"), "w") as f:
         f["x"] = rng.standard_normal((ROWS, D_IN)).astype(np.float32)
@@ -66,14 +67,11 @@ def write_case(folder: str, batch: int, layer_wise: bool, shared: bool) -> str:
         f.write(os.path.join(folder, "d.h5") + "\n")
     values = {"list": os.path.join(folder, "list.txt"), "batch": batch, "d_out": D_OUT,
               "layer_wise": str(layer_wise).lower(), "dir": folder}
-    param = caffe_pb2.SolverParameter()
-    from google.protobuf import text_format
-
-    text_format.Merge(SOLVER % values, param)
-    text_format.Merge((NET + (SHARED if shared else "")) % values, param.net_param)
+    with open(os.path.join(folder, "net.prototxt"), "w") as f:
+        f.write((NET + (SHARED if shared else "")) % values)
     path = os.path.join(folder, "solver.prototxt")
     with open(path, "w") as f:
-        f.write(text_format.MessageToString(param))
+        f.write(SOLVER % values)
     return path
 
 
@@ -182,7 +180,7 @@ def test_caffe_train_ranks_snapshot_on_rank_zero_only(tmp_path, capfd, monkeypat
     assert sorted(f for f in os.listdir(two) if f.startswith("snap")) == [
         "snap_iter_6.caffemodel", "snap_iter_6.solverstate", "snap_iter_6.solverstate.rng"]
     assert capfd.readouterr().err.count("Snapshotting to binary proto file") == 1
-    net = caffe.Net(_train_net_file(two), caffe.TEST,
+    net = caffe.Net(str(two / "net.prototxt"), caffe.TEST,
                     weights=str(two / "snap_iter_6.caffemodel"))
     got = [b.data for b in net.learnable_params]
     for g, e in zip(got, expected):
@@ -205,21 +203,10 @@ def test_caffe_train_under_torchrun_is_one_rank_per_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Solver rank 1 of 2 (torchrun)" in proc.stderr
     assert proc.stderr.count("Snapshotting to binary proto file") == 1
-    net = caffe.Net(_train_net_file(two), caffe.TEST, weights=str(two / "snap_iter_6.caffemodel"))
+    net = caffe.Net(str(two / "net.prototxt"), caffe.TEST,
+                    weights=str(two / "snap_iter_6.caffemodel"))
     for g, e in zip([b.data for b in net.learnable_params], expected):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
-
-
-def _train_net_file(folder) -> str:
-    """The solver's inline net, written out as a net file."""
-    from google.protobuf import text_format
-
-    param = caffe_pb2.SolverParameter()
-    text_format.Merge(open(folder / "solver.prototxt").read(), param)
-    path = str(folder / "net.prototxt")
-    with open(path, "w") as f:
-        f.write(text_format.MessageToString(param.net_param))
-    return path
 
 
 def test_a_failing_rank_is_named(tmp_path):
