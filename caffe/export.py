@@ -193,7 +193,23 @@ def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
             "the PyTorch program (caffe.export.to_torch, a .pt2 file) holds every layer") from e
     finally:
         quiet.setLevel(level)
+    if dynamic_batch:
+        _name_batch_dim(onnx_program.model)
     onnx_program.save(str(path))  # (weights past 2 GB go to a file named after it)
+
+
+def _name_batch_dim(model) -> None:
+    """Call the open first dimension of the first input ``batch`` throughout ``model`` (an
+    onnx_ir model; torch names it after its internal symbol, such as ``s21``)."""
+    import onnx_ir as ir
+
+    first = model.graph.inputs[0].shape[0] if model.graph.inputs else None
+    if not isinstance(first, ir.SymbolicDim):
+        return
+    values = list(model.graph.inputs) + [v for node in model.graph for v in node.outputs]
+    for v in values:
+        if v.shape is not None and any(d == first for d in v.shape):
+            v.shape = ir.Shape([ir.SymbolicDim("batch") if d == first else d for d in v.shape])
 
 
 def onnx_output_names(net: Net) -> list[str]:
