@@ -221,8 +221,11 @@ def onnx_output_names(net: Net) -> list[str]:
 
 def save(net: Net, path: str, inputs: Sequence | None = None,
          dynamic_batch: bool = False) -> None:
-    """Export ``net`` to ``path``: ONNX for ``.onnx``, a PyTorch ExportedProgram otherwise
-    (``.pt2``)."""
+    """Export ``net`` to ``path``: ONNX for ``.onnx``, a PyTorch ExportedProgram for
+    ``.pt2``."""
+    if not str(path).endswith((".onnx", ".pt2")):
+        raise ExportError(f"cannot tell the format of '{path}': name it .onnx (ONNX) or .pt2 "
+                          "(a PyTorch ExportedProgram)")
     if str(path).endswith(".onnx"):
         to_onnx(net, path, inputs, dynamic_batch=dynamic_batch)
         return

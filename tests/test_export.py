@@ -291,3 +291,9 @@ def test_onnx_runtime_gives_the_nets_numbers(row, tmp_path):
 @pytest.mark.parametrize("row", EXPORTED, ids=[f"{r.type}-{r.id}" for r in EXPORTED])
 def test_onnx_runtime_gives_the_nets_numbers_every_row(row, tmp_path):
     check_onnx_row(row, tmp_path)
+
+
+def test_save_needs_a_known_extension(tmp_path):
+    with pytest.raises(export.ExportError, match="name it .onnx .ONNX. or .pt2"):
+        export.save(lenet(), str(tmp_path / "net.bin"))
+    assert not list(tmp_path.iterdir())
