@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 
 from caffe._common import (
+    LOG,
     STATE,
     init_log,
     set_solver_count,
@@ -91,6 +92,11 @@ class NCCL:
         self.rank = rank
         if count > 1:
             _join(str(uid), count, rank)
+        elif os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            LOG.warning("caffe.NCCL: WORLD_SIZE is %s but caffe.solver_count() is 1, so this "
+                        "process trains alone; call caffe.set_solver_count(WORLD_SIZE) and "
+                        "caffe.set_solver_rank(RANK) before creating the solver",
+                        os.environ["WORLD_SIZE"])
         net = solver.net
         self._params: list[Blob] = list(net.learnable_params)
         ids = net._learnable_param_ids

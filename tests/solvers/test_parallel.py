@@ -246,3 +246,18 @@ def test_rank_outside_the_count_is_refused(tmp_path, monkeypatch):
 def test_pycaffe_names():
     assert caffe.has_nccl() is True
     assert NCCL.new_uid().startswith("file://") and NCCL.new_uid() != NCCL.new_uid()
+
+
+def test_a_launcher_without_solver_count_is_pointed_out(tmp_path, monkeypatch, caplog):
+    import logging
+
+    solver = caffe.SGDSolver(write_case(str(tmp_path), 8, True, False))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    logger = logging.getLogger("caffe")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="caffe"):
+            NCCL(solver, "")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "WORLD_SIZE is 4 but caffe.solver_count() is 1" in caplog.text
