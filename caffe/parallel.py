@@ -19,12 +19,14 @@ without being sent again. Only rank 0 tests, snapshots and logs the training los
 ``uid`` is a torch.distributed init method. ``NCCL.new_uid()`` makes a ``file://`` rendezvous
 for processes on one machine (pycaffe's ``python/train.py`` pattern); ``tcp://host:port`` or
 ``env://`` (torchrun's variables) reach other machines. The backend is NCCL for CUDA nets and
-Gloo on the CPU; a process group the program has already initialised is used as it is.
+Gloo on the CPU; a process group the program has already initialised is used as it is. A rank
+waits for the others at most torch's default time (or ``NEOCAFFE_DIST_TIMEOUT`` seconds).
 ``caffe train -gpu 0,1,...`` starts one such process per GPU (``spawn_ranks``).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 import tempfile
@@ -74,7 +76,16 @@ def _join(uid: str, count: int, rank: int) -> None:
     if STATE.device.type == "cuda":
         backend = "nccl"
         torch.cuda.set_device(STATE.device)
-    dist.init_process_group(backend, init_method=uid or "env://", world_size=count, rank=rank)
+    kwargs = {}
+    timeout = os.environ.get("NEOCAFFE_DIST_TIMEOUT", "")
+    if timeout:
+        try:
+            kwargs["timeout"] = datetime.timedelta(seconds=float(timeout))
+        except ValueError:
+            raise CaffeError(f"NEOCAFFE_DIST_TIMEOUT must be a number of seconds, got "
+                             f"'{timeout}'") from None
+    dist.init_process_group(backend, init_method=uid or "env://", world_size=count, rank=rank,
+                            **kwargs)
 
 
 class NCCL:

@@ -25,8 +25,10 @@ ROWS, D_IN, D_OUT = 16, 5, 3
 
 @pytest.fixture(autouse=True)
 def _loopback(monkeypatch):
-    """Gloo on the loopback interface: a CI machine's host name may not resolve."""
+    """Gloo on the loopback interface (a CI machine's host name may not resolve), and a rank
+    that waits for another more than a minute fails instead of hanging the suite."""
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("NEOCAFFE_DIST_TIMEOUT", "60")
 
 
 NET = """
