@@ -166,14 +166,26 @@ def test_a_stop_requested_by_one_rank_stops_both_after_the_same_iteration(tmp_pa
     assert [int(r["iter"]) for r in ranks] == [3, 3]
 
 
-def test_caffe_train_ranks_snapshot_on_rank_zero_only(tmp_path, capfd, monkeypatch):
-    """The processes ``caffe train -gpu 0,1`` starts, here on the CPU (device None)."""
-    monkeypatch.setenv("GLOG_minloglevel", "0")
+@pytest.fixture
+def ranks_case(tmp_path):
+    """(the single-process weights, a folder with a two-rank case, its solver path)."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    expected = single_process_weights(str(one), False)
-    solver_path = write_case(str(two), 4, True, False)
+    return single_process_weights(str(one), False), two, write_case(str(two), 4, True, False)
+
+
+def assert_snapshot_has(folder, expected: list[np.ndarray]) -> None:
+    net = caffe.Net(str(folder / "net.prototxt"), caffe.TEST,
+                    weights=str(folder / "snap_iter_6.caffemodel"))
+    for got, want in zip([b.data for b in net.learnable_params], expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_caffe_train_ranks_snapshot_on_rank_zero_only(ranks_case, capfd, monkeypatch):
+    """The processes ``caffe train -gpu 0,1`` starts, here on the CPU (device None)."""
+    monkeypatch.setenv("GLOG_minloglevel", "0")
+    expected, two, solver_path = ranks_case
     args = argparse.Namespace(
         solver=solver_path, weights="", snapshot="", level=0, stage="",
         no_python_layers=False, precision="float32", sigint_effect="stop",
@@ -182,21 +194,13 @@ def test_caffe_train_ranks_snapshot_on_rank_zero_only(tmp_path, capfd, monkeypat
     assert sorted(f for f in os.listdir(two) if f.startswith("snap")) == [
         "snap_iter_6.caffemodel", "snap_iter_6.solverstate", "snap_iter_6.solverstate.rng"]
     assert capfd.readouterr().err.count("Snapshotting to binary proto file") == 1
-    net = caffe.Net(str(two / "net.prototxt"), caffe.TEST,
-                    weights=str(two / "snap_iter_6.caffemodel"))
-    got = [b.data for b in net.learnable_params]
-    for g, e in zip(got, expected):
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    assert_snapshot_has(two, expected)
 
 
-def test_caffe_train_under_torchrun_is_one_rank_per_process(tmp_path):
+def test_caffe_train_under_torchrun_is_one_rank_per_process(ranks_case):
     """``torchrun --nproc-per-node 2 -m caffe train``: the processes torchrun starts (as on
     several machines) train as the ranks of one run."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
-    two.mkdir()
-    expected = single_process_weights(str(one), False)
-    solver_path = write_case(str(two), 4, True, False)
+    expected, two, solver_path = ranks_case
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "caffe", "train", "-solver", solver_path],
@@ -205,10 +209,7 @@ def test_caffe_train_under_torchrun_is_one_rank_per_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Solver rank 1 of 2 (torchrun)" in proc.stderr
     assert proc.stderr.count("Snapshotting to binary proto file") == 1
-    net = caffe.Net(str(two / "net.prototxt"), caffe.TEST,
-                    weights=str(two / "snap_iter_6.caffemodel"))
-    for g, e in zip([b.data for b in net.learnable_params], expected):
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    assert_snapshot_has(two, expected)
 
 
 def test_a_failing_rank_is_named(tmp_path):
