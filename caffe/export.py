@@ -142,7 +142,7 @@ def to_torch(net: Net, inputs: Sequence | None = None,
         args, batch_dims = _batch_dims(args)
         dims = None if batch_dims is None else (batch_dims,)
     try:
-        return torch.export.export(module, args, dynamic_shapes=dims, strict=False)
+        program = torch.export.export(module, args, dynamic_shapes=dims, strict=False)
     except PythonLayerError as e:
         raise ExportError(f"{e}. A Python layer is exported when it computes with torch "
                           "operations on blob.tensor (NumPy's blob.data cannot be traced)"
@@ -160,6 +160,21 @@ def to_torch(net: Net, inputs: Sequence | None = None,
         raise ExportError(f"Net '{net.name}' could not be traced for export: "
                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                           ) from e
+    _drop_unused_buffers(program)
+    return program
+
+
+def _drop_unused_buffers(program: torch.export.ExportedProgram) -> None:
+    """Remove the zero-filled buffers the trace recorded when the blobs were reshaped to the
+    traced shapes and that no operation then used (the layers replaced them): one allocation
+    per blob and run otherwise."""
+    graph = program.graph
+    unused = [node for node in graph.nodes if node.op == "call_function" and not node.users
+              and node.target is torch.ops.aten.zeros.default]
+    for node in unused:
+        graph.erase_node(node)
+    if unused:
+        program.graph_module.recompile()
 
 
 def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
