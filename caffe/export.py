@@ -2,9 +2,12 @@
 
 The exported computation is the net's own forward, the same layer code (so the same numbers),
 traced by ``torch.export`` at the input shapes given (by default the input blobs' shapes). The
-parameters become constants of the program. A ``.pt2`` file loads with plain PyTorch
-(``torch.export.load(path).module()(x)``); an ``.onnx`` file runs in ONNX Runtime, OpenCV DNN or
-TensorRT, and needs the ``onnx`` and ``onnxscript`` packages to write.
+weights are parameters of the program, named ``<layer>_<index>``: ``program.module()`` is a
+PyTorch module to run or fine-tune, whose autograd gradients are those of the net's backward
+(weights with ``lr_mult: 0`` and BatchNorm's statistics do not require grad; the forward is the
+TEST phase's: Dropout off, BatchNorm on its stored statistics). A ``.pt2`` file loads with plain
+PyTorch (``torch.export.load(path).module()(x)``); an ``.onnx`` file runs in ONNX Runtime,
+OpenCV DNN or TensorRT, and needs the ``onnx`` and ``onnxscript`` packages to write.
 
 What can be exported: a TEST-phase net whose inputs are ``Input`` layers (or the legacy
 ``input`` fields), i.e. a deploy net. Layers that read data themselves (Data, ImageData, HDF5,
@@ -68,14 +71,24 @@ def _check_exportable(net: Net) -> None:
 class NetModule(nn.Module):
     """``net``'s forward as an ``nn.Module``: ``module(*inputs)`` takes one tensor per net input
     (``net.inputs`` order; a new shape reshapes the net) and returns the output blobs
-    (``net.outputs`` order) as a tuple. It runs a copy of the net that shares its parameter
-    memory, so using it never changes ``net``'s blobs. No autograd: for inference and
-    tracing."""
+    (``net.outputs`` order) as a tuple. It runs a copy of the net whose weights are this
+    module's parameters (sharing ``net``'s memory), so using it never changes ``net``'s blobs.
+    Autograd follows its ops only while ``torch.export`` traces it; called directly it runs
+    the net's forward without recording, as the net does."""
 
     def __init__(self, net: Net) -> None:
         super().__init__()
         _check_exportable(net)
         self.net = net._clone()
+        self._param_blobs = []
+        for name, layer in zip(self.net._layer_names, self.net.layers):
+            specs = layer.layer_param.param
+            for i, blob in enumerate(layer.blobs):
+                attr = f"{name}_{i}".replace(".", "_").replace("/", "_")
+                learned = layer.type != "BatchNorm" and (
+                    i >= len(specs) or not specs[i].HasField("lr_mult") or specs[i].lr_mult != 0)
+                self.register_parameter(attr, nn.Parameter(blob.tensor, requires_grad=learned))
+                self._param_blobs.append((blob, attr))
         self.input_names = list(net.inputs)
         self.output_names = list(net.outputs)
 
@@ -84,6 +97,8 @@ class NetModule(nn.Module):
         if len(inputs) != len(self.input_names):
             raise ExportError(f"Net '{net.name}' takes {len(self.input_names)} inputs "
                               f"{self.input_names}, got {len(inputs)}")
+        for blob, attr in self._param_blobs:  # (torch.export swaps in its own tensors)
+            blob.swap_tensor(getattr(self, attr))
         reshape = False
         for name, x in zip(self.input_names, inputs):
             blob = net.blobs[name]

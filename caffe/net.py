@@ -9,6 +9,7 @@ planned where a loss depends on it (``force_backward`` and ``propagate_down`` ad
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections import OrderedDict
@@ -664,7 +665,7 @@ class Net:
         if not (inspect or before or after):
             PASS.fold_from, PASS.fold_to = start, end
         try:
-            with torch.no_grad():
+            with contextlib.nullcontext() if tracing() else torch.no_grad():
                 for li in range(start, end + 1):
                     for cb in before:
                         cb(li)

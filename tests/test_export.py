@@ -52,7 +52,7 @@ def test_layer_exports_with_the_nets_numbers(row):
     got = program.module()(*[torch.from_numpy(a) for a in feed])
     assert len(got) == len(net.outputs)
     for name, g in zip(net.outputs, got):
-        np.testing.assert_allclose(g.numpy(), expected[name], rtol=1e-6, atol=1e-6,
+        np.testing.assert_allclose(g.detach().numpy(), expected[name], rtol=1e-6, atol=1e-6,
                                    err_msg=name)
 
 
@@ -82,7 +82,7 @@ def test_program_takes_another_batch_and_leaves_the_net_alone():
     # the buffers each blob got when the trace reshaped the net are not part of the program
     assert not [n for n in program.graph.nodes if n.target is torch.ops.aten.zeros.default]
     got = program.module()(torch.from_numpy(x[:3]))[0]
-    np.testing.assert_allclose(got.numpy(), before[:3], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.detach().numpy(), before[:3], rtol=1e-6, atol=1e-7)
     assert net.blobs["data"].shape == (64, 1, 28, 28)
     np.testing.assert_array_equal(net.blobs["prob"].data, before)
     np.testing.assert_array_equal(net.forward()["prob"], before)
@@ -102,7 +102,7 @@ def test_pt2_file_runs_with_plain_torch(tmp_path):
             "sys.modules['caffe'] = None  # importing caffe would fail\n"
             f"p = torch.export.load(r'{tmp_path / 'lenet.pt2'}')\n"
             f"y = p.module()(torch.from_numpy(np.load(r'{tmp_path / 'x.npy'}')))[0]\n"
-            f"np.save(r'{tmp_path / 'y.npy'}', y.numpy())\n")
+            f"np.save(r'{tmp_path / 'y.npy'}', y.detach().numpy())\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -189,7 +189,7 @@ def test_python_layer_computing_with_torch_is_exported(tmp_path, monkeypatch):
     net = python_net(tmp_path, monkeypatch, "Cube")
     x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
     got = export.to_torch(net).module()(torch.from_numpy(x))[0]
-    np.testing.assert_array_equal(got.numpy(), x ** 3)
+    np.testing.assert_array_equal(got.detach().numpy(), x ** 3)
 
 
 def test_python_layer_computing_with_numpy_is_named(tmp_path, monkeypatch):
@@ -249,7 +249,7 @@ def test_dynamic_batch_program_matches_the_net_at_another_batch(row):
     expected = net.forward()
     got = program.module()(*[torch.from_numpy(a) for a in bigger])
     for name, g in zip(net.outputs, got):
-        np.testing.assert_allclose(g.numpy(), expected[name], rtol=1e-6, atol=1e-6,
+        np.testing.assert_allclose(g.detach().numpy(), expected[name], rtol=1e-6, atol=1e-6,
                                    err_msg=name)
 
 
@@ -299,3 +299,44 @@ def test_save_needs_a_known_extension(tmp_path):
     with pytest.raises(export.ExportError, match="name it .onnx .ONNX. or .pt2"):
         export.save(lenet(), str(tmp_path / "net.bin"))
     assert not list(tmp_path.iterdir())
+
+
+def test_program_weights_are_parameters_with_caffes_gradients():
+    """The program is a port that fine-tunes in plain PyTorch: its weights are parameters
+    named <layer>_<index>, and autograd gives them the gradients of the net's own backward."""
+    from caffe.proto import files
+
+    param = files.read_text(LENET, caffe_pb2.NetParameter())
+    param.force_backward = True
+    caffe.set_random_seed(5)
+    net = caffe.Net(param, caffe.TEST)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(net.blobs["data"].shape).astype(np.float32)
+    r = rng.standard_normal(net.blobs["prob"].shape).astype(np.float32)
+    module = export.to_torch(net, [x]).module()
+    names = [n for n, _ in module.named_parameters()]
+    assert names[:2] == ["conv1_0", "conv1_1"] and len(names) == 8
+    (module(torch.from_numpy(x))[0] * torch.from_numpy(r)).sum().backward()
+    net.blobs["data"].data[...] = x
+    net.forward()
+    net.blobs["prob"].diff[...] = r
+    net.backward()
+    for name, p in module.named_parameters():
+        layer, index = name.rsplit("_", 1)
+        np.testing.assert_allclose(p.grad.numpy(), net.params[layer][int(index)].diff,
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_batch_norm_statistics_and_frozen_weights_are_not_trained():
+    from google.protobuf import text_format
+
+    param = text_format.Parse("""
+        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" }
+        layer { name: "ip" type: "InnerProduct" bottom: "y" top: "z" param { lr_mult: 0 }
+          param { lr_mult: 1 } inner_product_param { num_output: 2 } }""",
+                              caffe_pb2.NetParameter())
+    module = export.to_torch(caffe.Net(param, caffe.TEST)).module()
+    learned = {n: p.requires_grad for n, p in module.named_parameters()}
+    assert learned == {"bn_0": False, "bn_1": False, "bn_2": False, "ip_0": False,
+                       "ip_1": True}

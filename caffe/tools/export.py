@@ -47,7 +47,9 @@ def _run_written(path: str, inputs: list[np.ndarray]) -> list[np.ndarray] | None
         feed = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
         return session.run(None, feed)
     program = torch.export.load(path)
-    return [t.numpy() for t in program.module()(*[torch.from_numpy(x) for x in inputs])]
+    with torch.no_grad():
+        outputs = program.module()(*[torch.from_numpy(x) for x in inputs])
+    return [t.numpy() for t in outputs]
 
 
 def run(args: argparse.Namespace) -> int:
