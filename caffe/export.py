@@ -68,11 +68,35 @@ def _check_exportable(net: Net) -> None:
                               "shapes cannot hold; export the net up to its bottoms")
 
 
+def parameter_name(layer: str, index: int) -> str:
+    """The name of parameter blob ``index`` of ``layer`` in an exported program."""
+    return f"{layer}_{index}".replace(".", "_").replace("/", "_")
+
+
+def copy_parameters(net: Net, weights) -> None:
+    """Copy weights back from a program (its ``module()``, or a ``state_dict``, e.g. after
+    fine-tuning in PyTorch) into ``net``'s parameter blobs, matched by ``parameter_name``;
+    ``net.save(path)`` then writes a caffemodel that BVLC Caffe loads. Every parameter blob of
+    ``net`` must be there, with its shape."""
+    state = weights.state_dict() if isinstance(weights, nn.Module) else dict(weights)
+    for name, layer in zip(net._layer_names, net.layers):
+        for i, blob in enumerate(layer.blobs):
+            key = parameter_name(name, i)
+            if key not in state:
+                raise ExportError(f"copy_parameters: no '{key}' (layer '{name}', parameter "
+                                  f"{i}) among the program's weights")
+            value = state[key]
+            if tuple(value.shape) != blob.shape:
+                raise ExportError(f"copy_parameters: '{key}' has shape {tuple(value.shape)}, "
+                                  f"layer '{name}' parameter {i} has {blob.shape}")
+            blob.tensor.copy_(value.detach())
+
+
 class NetModule(nn.Module):
     """``net``'s forward as an ``nn.Module``: ``module(*inputs)`` takes one tensor per net input
     (``net.inputs`` order; a new shape reshapes the net) and returns the output blobs
     (``net.outputs`` order) as a tuple. It runs a copy of the net whose weights are this
-    module's parameters (sharing ``net``'s memory), so using it never changes ``net``'s blobs.
+    module's parameters, copies of ``net``'s: using or training it never changes ``net``.
     Autograd follows its ops only while ``torch.export`` traces it; called directly it runs
     the net's forward without recording, as the net does."""
 
@@ -84,10 +108,11 @@ class NetModule(nn.Module):
         for name, layer in zip(self.net._layer_names, self.net.layers):
             specs = layer.layer_param.param
             for i, blob in enumerate(layer.blobs):
-                attr = f"{name}_{i}".replace(".", "_").replace("/", "_")
+                attr = parameter_name(name, i)
                 learned = layer.type != "BatchNorm" and (
                     i >= len(specs) or not specs[i].HasField("lr_mult") or specs[i].lr_mult != 0)
-                self.register_parameter(attr, nn.Parameter(blob.tensor, requires_grad=learned))
+                weight = blob.tensor.detach().clone()  # the program's own: training it later
+                self.register_parameter(attr, nn.Parameter(weight, requires_grad=learned))
                 self._param_blobs.append((blob, attr))
         self.input_names = list(net.inputs)
         self.output_names = list(net.outputs)

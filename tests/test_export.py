@@ -340,3 +340,32 @@ def test_batch_norm_statistics_and_frozen_weights_are_not_trained():
     learned = {n: p.requires_grad for n, p in module.named_parameters()}
     assert learned == {"bn_0": False, "bn_1": False, "bn_2": False, "ip_0": False,
                        "ip_1": True}
+
+
+def test_a_program_fine_tuned_in_pytorch_goes_back_into_the_net(tmp_path):
+    net = lenet(batch=2)
+    module = export.to_torch(net).module()
+    w0 = net.params["conv1"][0].data.copy()
+    x = torch.from_numpy(np.random.default_rng(8).standard_normal((2, 1, 28, 28)).astype(
+        np.float32))
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.01)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (-module(x)[0][:, 3].log().sum()).backward()
+        optimizer.step()
+    np.testing.assert_array_equal(net.params["conv1"][0].data, w0)  # the program's own copy
+    net.blobs["data"].data[...] = x.numpy()
+    before = net.forward()["prob"].copy()
+    export.copy_parameters(net, module)
+    net.save(str(tmp_path / "tuned.caffemodel"))
+    tuned = caffe.Net(LENET, caffe.TEST, weights=str(tmp_path / "tuned.caffemodel"))
+    tuned.blobs["data"].reshape(2, 1, 28, 28)
+    tuned.reshape()
+    tuned.blobs["data"].data[...] = x.numpy()
+    after = tuned.forward()["prob"]
+    with torch.no_grad():
+        np.testing.assert_allclose(after, module(x)[0].numpy(), rtol=1e-5, atol=1e-7)
+    assert np.abs(after[:, 3] - before[:, 3]).max() > 1e-3  # the fine-tuning changed it
+    with pytest.raises(export.ExportError, match="no 'ip2_1' .layer 'ip2', parameter 1."):
+        export.copy_parameters(net, {k: v for k, v in module.state_dict().items()
+                                     if k != "ip2_1"})
