@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from caffe._common import tracing
+from caffe.blob import Blob
 from caffe.errors import CaffeError, PythonLayerError
 from caffe.layer import Phase
 from caffe.net import Net
@@ -73,23 +74,40 @@ def parameter_name(layer: str, index: int) -> str:
     return f"{layer}_{index}".replace(".", "_").replace("/", "_")
 
 
+def _parameter_blobs(net: Net) -> list[tuple[str, Blob, bool, str]]:
+    """(program name, blob, learned, which) for each parameter blob of ``net``, once: a blob shared
+    by several layers (``param { name }``) is named after the first. Not learned: BatchNorm's
+    statistics and blobs with ``lr_mult: 0``."""
+    seen: set[int] = set()
+    found = []
+    for name, layer in zip(net._layer_names, net.layers):
+        specs = layer.layer_param.param
+        for i, blob in enumerate(layer.blobs):
+            if id(blob) in seen:
+                continue
+            seen.add(id(blob))
+            learned = layer.type != "BatchNorm" and (
+                i >= len(specs) or not specs[i].HasField("lr_mult") or specs[i].lr_mult != 0)
+            found.append((parameter_name(name, i), blob, learned,
+                          f"layer '{name}', parameter {i}"))
+    return found
+
+
 def copy_parameters(net: Net, weights) -> None:
     """Copy weights back from a program (its ``module()``, or a ``state_dict``, e.g. after
     fine-tuning in PyTorch) into ``net``'s parameter blobs, matched by ``parameter_name``;
     ``net.save(path)`` then writes a caffemodel that BVLC Caffe loads. Every parameter blob of
     ``net`` must be there, with its shape."""
     state = weights.state_dict() if isinstance(weights, nn.Module) else dict(weights)
-    for name, layer in zip(net._layer_names, net.layers):
-        for i, blob in enumerate(layer.blobs):
-            key = parameter_name(name, i)
-            if key not in state:
-                raise ExportError(f"copy_parameters: no '{key}' (layer '{name}', parameter "
-                                  f"{i}) among the program's weights")
-            value = state[key]
-            if tuple(value.shape) != blob.shape:
-                raise ExportError(f"copy_parameters: '{key}' has shape {tuple(value.shape)}, "
-                                  f"layer '{name}' parameter {i} has {blob.shape}")
-            blob.tensor.copy_(value.detach())
+    for key, blob, _, which in _parameter_blobs(net):
+        if key not in state:
+            raise ExportError(f"copy_parameters: no '{key}' ({which}) among the program's "
+                              "weights")
+        value = state[key]
+        if tuple(value.shape) != blob.shape:
+            raise ExportError(f"copy_parameters: '{key}' has shape {tuple(value.shape)}, "
+                              f"{which} has {blob.shape}")
+        blob.tensor.copy_(value.detach())
 
 
 class NetModule(nn.Module):
@@ -105,15 +123,10 @@ class NetModule(nn.Module):
         _check_exportable(net)
         self.net = net._clone()
         self._param_blobs = []
-        for name, layer in zip(self.net._layer_names, self.net.layers):
-            specs = layer.layer_param.param
-            for i, blob in enumerate(layer.blobs):
-                attr = parameter_name(name, i)
-                learned = layer.type != "BatchNorm" and (
-                    i >= len(specs) or not specs[i].HasField("lr_mult") or specs[i].lr_mult != 0)
-                weight = blob.tensor.detach().clone()  # the program's own: training it later
-                self.register_parameter(attr, nn.Parameter(weight, requires_grad=learned))
-                self._param_blobs.append((blob, attr))
+        for attr, blob, learned, _ in _parameter_blobs(self.net):
+            weight = blob.tensor.detach().clone()  # the program's own: training it later
+            self.register_parameter(attr, nn.Parameter(weight, requires_grad=learned))
+            self._param_blobs.append((blob, attr))
         self.input_names = list(net.inputs)
         self.output_names = list(net.outputs)
 

@@ -369,3 +369,29 @@ def test_a_program_fine_tuned_in_pytorch_goes_back_into_the_net(tmp_path):
     with pytest.raises(export.ExportError, match="no 'ip2_1' .layer 'ip2', parameter 1."):
         export.copy_parameters(net, {k: v for k, v in module.state_dict().items()
                                      if k != "ip2_1"})
+
+
+def test_a_shared_weight_is_one_parameter():
+    from google.protobuf import text_format
+
+    param = text_format.Parse("""
+        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "a" type: "InnerProduct" bottom: "x" top: "y" param { name: "w" }
+          inner_product_param { num_output: 3 bias_term: false
+            weight_filler { type: "gaussian" std: 1 } } }
+        layer { name: "b" type: "InnerProduct" bottom: "y" top: "z" param { name: "w" }
+          inner_product_param { num_output: 3 bias_term: false } }""",
+                              caffe_pb2.NetParameter())
+    net = caffe.Net(param, caffe.TEST)
+    module = export.to_torch(net).module()
+    assert [n for n, _ in module.named_parameters()] == ["a_0"]
+    x = torch.randn(2, 3)
+    module(x)[0].sum().backward()  # both uses of w reach its one gradient
+    w = module.a_0.detach().clone()
+    expected = torch.autograd.functional.jacobian(
+        lambda w: ((x @ w.T) @ w.T).sum(), w)
+    np.testing.assert_allclose(module.a_0.grad.numpy(), expected.numpy(), rtol=1e-5)
+    with torch.no_grad():
+        module.a_0.mul_(2)
+    export.copy_parameters(net, module)
+    np.testing.assert_allclose(net.params["b"][0].data, 2 * w.numpy(), rtol=1e-6)
