@@ -160,6 +160,13 @@ def tracing() -> bool:
     return _is_compiling()
 
 
+def recorded(t: torch.Tensor) -> bool:
+    """Whether the running code is recorded rather than only run: a trace (``tracing``) or a
+    CUDA graph capture on ``t``'s device. Nothing may then be decided from tensor values on the
+    host, nor kept from one run to the next, as the recording replays without this Python."""
+    return tracing() or (t.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 def set_solver_count(count: int) -> None:
     STATE.solver_count = int(count)
 

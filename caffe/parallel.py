@@ -98,9 +98,7 @@ class NCCL:
         if count < 1 or not 0 <= rank < count:
             raise CaffeError(f"caffe.NCCL: solver rank {rank} is not in 0..{count - 1} "
                              "(caffe.set_solver_count / caffe.set_solver_rank)")
-        self.solver = solver
         self.count = count
-        self.rank = rank
         if count > 1:
             _join(str(uid), count, rank)
         elif os.environ.get("WORLD_SIZE", "1") not in ("", "1"):

@@ -254,9 +254,8 @@ def run(args: argparse.Namespace) -> int:
         LOG.info("Solver rank %d of %d (torchrun)", rank, count)
         set_solver_count(count)
         set_solver_rank(rank)
-        use_devices([gpus[local % len(gpus)]] if gpus else [], args.precision)
         try:
-            return _train(args, "env://")
+            return _train_on(gpus[local % len(gpus)] if gpus else None, args, "env://")
         finally:
             leave()
     if len(gpus) > 1:
@@ -292,9 +291,14 @@ def launched_ranks() -> tuple[int, int, int] | None:
 def train_rank(rank: int, uid: str, args: argparse.Namespace, devices: list[int | None]) -> None:
     """One solver process of a data-parallel ``caffe train`` (``caffe.parallel.spawn_ranks``):
     rank ``rank`` trains on GPU ``devices[rank]`` (the CPU for None)."""
-    device = devices[rank]
+    _train_on(devices[rank], args, uid)
+
+
+def _train_on(device: int | None, args: argparse.Namespace, uid: str) -> int:
+    """This process's rank of a data-parallel run: train on GPU ``device`` (the CPU for
+    None), joined to the other ranks through ``uid``."""
     use_devices([] if device is None else [device], args.precision)
-    _train(args, uid)
+    return _train(args, uid)
 
 
 def _train(args: argparse.Namespace, uid: str = "") -> int:

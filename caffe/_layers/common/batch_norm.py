@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from caffe._common import tracing
+from caffe._common import recorded
 from caffe._layers.neuron._operand import affine_
 from caffe.errors import LayerSetupError
 from caffe.layer import PASS, Layer, Phase
@@ -142,9 +142,8 @@ class BatchNorm(Layer):
         values then, as nothing in Python runs (and inside a trace for export, whose program must
         derive them likewise)."""
         blobs = list(self.blobs) + (list(self._fold.blobs) if folded else [])
-        traced = tracing() or (
-            blobs[0]._t.is_cuda and torch.cuda.is_current_stream_capturing())
-        key = () if traced else tuple([b.data_version() for b in blobs]) + (dtype, folded)
+        key = () if recorded(blobs[0]._t) else (
+            tuple([b.data_version() for b in blobs]) + (dtype, folded))
         if not key or None in key or key != self._stats_key:
             mean_sum, var_sum, factor = (b.tensor.reshape(-1).to(dtype) for b in self.blobs)
             inv = torch.where(factor == 0, torch.zeros_like(factor), 1.0 / factor)

@@ -48,7 +48,7 @@ from collections.abc import Sequence
 
 import torch
 
-from caffe._common import LOG, tracing
+from caffe._common import LOG, recorded
 from caffe.blob import Blob
 from caffe.errors import BlobCountError, LayerSetupError, ShapeMismatchError
 from caffe.fillers import fill
@@ -286,8 +286,7 @@ class RecurrentLayer(Layer):
     def _fusable(self, bottom: Sequence[Blob]) -> bool:
         """Whether the fused path computes what Caffe does (see the module docstring)."""
         cont = bottom[1].tensor
-        if not self._fused_allowed or bottom[0].count == 0 or tracing() or (
-                cont.is_cuda and torch.cuda.is_current_stream_capturing()):
+        if not self._fused_allowed or bottom[0].count == 0 or recorded(cont):
             return False
         ok = (cont[1:] == 1).all()
         if self.fused_needs_binary_cont0:
