@@ -565,6 +565,7 @@ class Net:
         call the BatchNorm's backward, which does the pair's. The blobs and diffs hold the same
         values after the pair either way."""
         layers, need = self._layers, self._layer_need_backward
+        self._fold_pairs: list[int] = []  # the BatchNorms that took the next layer's Scale
         for li in range(len(layers) - 1):
             bn, sc = layers[li], layers[li + 1]
             if bn.type != "BatchNorm":
@@ -576,6 +577,8 @@ class Net:
                     and self._bottom_vecs[li + 1][0] is self._top_vecs[li][0]
                     and self._top_vecs[li + 1][0] is self._top_vecs[li][0]):
                 bn.fold_scale(sc, li)
+                if sc.folded_into is bn:
+                    self._fold_pairs.append(li)
 
     def _plan_diff_release(self) -> None:
         """Which diffs a releasing backward drops after each layer: the tops a layer produces
@@ -717,12 +720,16 @@ class Net:
         before, after = self._before_backward, self._after_backward
         li = start
         inspect = self.debug_info or self.check_nan
-        if release_diffs and not (before or after or inspect):
+        # callbacks that read only parameter diffs (``param_diffs_only``) leave the plan alone
+        plain = not inspect and all(
+            getattr(cb, "param_diffs_only", False) for cb in (*before, *after))
+        if release_diffs and plain:
             release, graphs = self._diff_release, self._graph_release
         else:  # nothing to drop: every diff stays, as in Caffe
             release, graphs = self._no_release, self._no_graph_release
-        if not (inspect or before or after):
+        if plain:
             PASS.fold_from, PASS.fold_to = end, start
+        order = self._after_backward_order(start, end) if after and plain else {}
         vacate = self._vacate_diffs if STATE.device.type == "cpu" else self._vacate_none
         try:
             with torch.no_grad():
@@ -739,12 +746,24 @@ class Net:
                             self._inspect_backward(li)
                     for blob in release[li]:
                         blob.release_diff()
-                    for cb in after:
-                        cb(li)
+                    if after:
+                        for k in order.get(li, (li,)):
+                            for cb in after:
+                                cb(k)
         except Exception as e:
             _raise_from(layers[li], "backward", e)
         finally:
             PASS.fold_from, PASS.fold_to = 1, 0
+
+    def _after_backward_order(self, start: int, end: int) -> dict[int, tuple[int, ...]]:
+        """The layers whose ``after_backward`` callbacks run after layer ``i``'s backward,
+        where that is not just ``i``: a Scale folded into the BatchNorm before it gets its
+        parameter diffs from the BatchNorm's backward, so its callbacks wait for that."""
+        order: dict[int, tuple[int, ...]] = {}
+        for bn in self._fold_pairs:
+            if end <= bn < start and self._layers[bn].applied_scale:
+                order[bn + 1], order[bn] = (), (bn + 1, bn)
+        return order
 
     def _check_finite(self, li: int, t: torch.Tensor, what: str, stage: str) -> None:
         bad = ~torch.isfinite(t)
@@ -805,7 +824,8 @@ class Net:
         about as much as autograd would. Parameter diffs, and the diffs of net inputs,
         outputs, loss tops and data-layer tops, stay; a released diff reads as zeros (with a
         warning, once). Without callbacks, ``debug_info`` and ``check_nan`` only: with any of
-        them every diff stays, as in Caffe."""
+        them every diff stays, as in Caffe (callbacks marked ``param_diffs_only`` excepted;
+        see ``after_backward``)."""
         return float(self._forward_backward_tensor(release_diffs))
 
     def _forward_backward_tensor(self, release_diffs: bool = False) -> torch.Tensor | float:
@@ -1052,6 +1072,12 @@ class Net:
         self._before_backward.append(fn)
 
     def after_backward(self, fn: Callable[[int], None]) -> None:
+        """Call ``fn(i)`` after layer ``i``'s backward. While any callback is registered, a
+        backward keeps every blob's diff and runs BatchNorm and Scale as two layers, so that
+        ``fn`` may read any of them; a callback that reads only parameter diffs (as
+        ``caffe.NCCL`` does) can say so with an attribute ``param_diffs_only = True`` and keep
+        both savings (a Scale applied by its BatchNorm is then reported after the BatchNorm's
+        backward, which computes the Scale's diffs too)."""
         self._after_backward.append(fn)
 
     # ------------------------------------------------------------------ weights

@@ -93,6 +93,10 @@ class NCCL:
 
     ``NCCL(solver, uid)`` in every process, with the same ``uid`` from ``NCCL.new_uid()``."""
 
+    # as a net callback it reads parameter diffs only: the backward still frees intermediate
+    # diffs and folds BatchNorm + Scale (Net.after_backward)
+    param_diffs_only = True
+
     def __init__(self, solver, uid: str = "") -> None:
         count, rank = solver_count(), solver_rank()
         if count < 1 or not 0 <= rank < count:

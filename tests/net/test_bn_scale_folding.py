@@ -284,3 +284,38 @@ def test_a_net_sharing_the_statistics_sees_numpy_writes_made_through_the_other(h
     for _ in range(3):  # a solver shares again before every test pass
         test.share_with(train)
     assert len(train.params["bn"][0]._access.blobs) == 2
+
+
+class ParamDiffReader:
+    """An after_backward callback that reads only parameter diffs (as caffe.NCCL does)."""
+
+    param_diffs_only = True
+
+    def __init__(self, net: caffe.Net) -> None:
+        self.net, self.seen = net, {}
+
+    def __call__(self, li: int) -> None:
+        self.seen[li] = [b.diff.copy() for b in self.net.layers[li].blobs]
+
+
+def test_a_param_diffs_only_callback_keeps_the_fold():
+    """The callback for the Scale comes after the BatchNorm's backward, which computes the
+    Scale's parameter diffs: every layer's callback sees its final diffs."""
+    net, ref = _train_net(), _train_net()
+    reader = ParamDiffReader(net)
+    net.after_backward(reader)
+    net.forward()
+    net.forward_backward(release_diffs=True)
+    assert net.layer_dict["bn"].applied_scale
+    names = list(net._layer_names)
+    assert sorted(reader.seen) == list(range(len(names)))
+    assert reader.seen[names.index("scale")][0].any()
+    for li, diffs in reader.seen.items():
+        for got, blob in zip(diffs, net.layers[li].blobs):
+            np.testing.assert_array_equal(got, blob.diff)
+    ref.forward()
+    expect = _unfolded_step(ref)
+    for name in ("conv", "scale"):
+        for j, blob in enumerate(net.params[name]):
+            np.testing.assert_allclose(blob.diff, expect[f"{name}[{j}] diff"], rtol=2e-5,
+                                       atol=2e-6)

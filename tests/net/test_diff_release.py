@@ -146,6 +146,21 @@ def test_keep_blob_diffs_and_plain_backward_keep_caffe_semantics():
     assert all(net.blobs[n].has_diff for n in intermediate(net))
 
 
+def test_a_param_diffs_only_callback_keeps_the_release():
+    solver = make_solver(LENET_LIKE, keep=False)
+    seen = []
+
+    def reader(li: int) -> None:
+        seen.append(li)
+
+    reader.param_diffs_only = True
+    solver.net.after_backward(reader)
+    solver.step(1)
+    net = solver.net
+    assert sorted(seen) == list(range(len(net.layers)))
+    assert all(not net.blobs[n].has_diff for n in intermediate(net))
+
+
 def test_callbacks_and_debug_info_keep_every_diff():
     solver = make_solver(LENET_LIKE, keep=False)
     seen = []

@@ -51,6 +51,15 @@ layer { name: "ip3" type: "InnerProduct" bottom: "x" top: "again" param { name: 
 layer { name: "loss2" type: "EuclideanLoss" bottom: "again" bottom: "y" top: "loss2" }
 """
 
+# a BatchNorm (stored statistics: the ranks' halves give the joint batch's numbers) and the
+# Scale it folds: the Scale's diffs are averaged after the BatchNorm's backward computes them
+# (its statistics stay 0: eps 1 makes it the identity, so the training stays finite)
+FOLDED = """
+layer { name: "bn" type: "BatchNorm" bottom: "h" top: "h"
+  batch_norm_param { use_global_stats: true eps: 1 } }
+layer { name: "scale" type: "Scale" bottom: "h" top: "h" scale_param { bias_term: true } }
+"""
+
 SOLVER = """
 net: "%(dir)s/net.prototxt"
 base_lr: 0.05 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed" type: "SGD"
@@ -59,7 +68,8 @@ snapshot_after_train: true snapshot_prefix: "%(dir)s/snap" snapshot_format: BINA
 """
 
 
-def write_case(folder: str, batch: int, layer_wise: bool, shared: bool) -> str:
+def write_case(folder: str, batch: int, layer_wise: bool, shared: bool,
+               folded: bool = False) -> str:
     """HDF5 data, net.prototxt and solver.prototxt in ``folder``; returns the solver path."""
     rng = np.random.default_rng(3)
     with h5py.File(os.path.join(folder, "d.h5"), "w") as f:
@@ -70,16 +80,18 @@ def write_case(folder: str, batch: int, layer_wise: bool, shared: bool) -> str:
     values = {"list": os.path.join(folder, "list.txt"), "batch": batch, "d_out": D_OUT,
               "layer_wise": str(layer_wise).lower(), "dir": folder}
     with open(os.path.join(folder, "net.prototxt"), "w") as f:
-        f.write((NET + (SHARED if shared else "")) % values)
+        net = NET.replace('layer { name: "ip2"', FOLDED + 'layer { name: "ip2"') if folded else NET
+        f.write((net + (SHARED if shared else "")) % values)
     path = os.path.join(folder, "solver.prototxt")
     with open(path, "w") as f:
         f.write(SOLVER % values)
     return path
 
 
-def single_process_weights(folder: str, shared: bool) -> list[np.ndarray]:
+def single_process_weights(folder: str, shared: bool, folded: bool = False
+                           ) -> list[np.ndarray]:
     """What one solver reaches on both ranks' rows as one batch of twice the size."""
-    path = write_case(folder, 8, True, shared)
+    path = write_case(folder, 8, True, shared, folded)
     solver = caffe.SGDSolver(path)
     solver.step(solver.param.max_iter)
     return [b.data.copy() for b in solver.net.learnable_params]
@@ -145,17 +157,19 @@ def run_script(folder: str, solver_path: str, stop_at: int = 0) -> list[dict]:
     return results
 
 
-@pytest.mark.parametrize("layer_wise,shared", [(True, False), (False, False), (True, True)])
-def test_two_ranks_match_one_process_on_the_joint_batch(tmp_path, layer_wise, shared):
+@pytest.mark.parametrize("layer_wise,shared,folded", [
+    (True, False, False), (False, False, False), (True, True, False), (True, False, True)])
+def test_two_ranks_match_one_process_on_the_joint_batch(tmp_path, layer_wise, shared, folded):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    expected = single_process_weights(str(one), shared)
-    ranks = run_script(str(two), write_case(str(two), 4, layer_wise, shared))
+    expected = single_process_weights(str(one), shared, folded)
+    ranks = run_script(str(two), write_case(str(two), 4, layer_wise, shared, folded))
     for rank in ranks:
         assert int(rank["iter"]) == 6
         got = [rank[f"arr_{i}"] for i in range(len(expected))]
         for g, e in zip(got, expected):
+            assert np.isfinite(e).all()
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
     # without the averaging the ranks would have drifted apart on their own rows
     np.testing.assert_array_equal(ranks[0]["arr_0"], ranks[1]["arr_0"])
