@@ -1,10 +1,9 @@
 """``caffe plot``: draw the training and test curves of a training log as a PNG.
 
 ``caffe plot train.log -o curves.png`` reads a log written by ``caffe train`` (neocaffe's or
-BVLC Caffe's: ``Iteration N, loss = x``, ``Iteration N, lr = x``, ``Iteration N, Testing net
-(#k)`` followed by ``Test net output #j: name = x``, and ``Train net output #j: name = x``) and
-draws up to three panels against the iteration: the losses (smoothed training loss and test
-loss outputs), the other outputs (accuracy ...), and the learning rate. Drawn with Pillow.
+BVLC Caffe's; ``caffe.tools.training_log`` says which lines) and draws up to three panels
+against the iteration: the losses (smoothed training loss and test loss outputs), the other
+outputs (accuracy ...), and the learning rate. Drawn with Pillow.
 """
 
 from __future__ import annotations
@@ -12,20 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 from caffe.errors import CaffeError
+from caffe.tools.training_log import scan
 
 COMMAND = "plot"
 HELP = "draw training and test curves from a training log as a PNG"
-
-_NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))"
-_TRAIN_LOSS = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = " + _NUMBER)
-_LR = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
-_TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
-_OUTPUT = re.compile(r"(Train|Test) net output #\d+: (\S+) = " + _NUMBER + r"( \(\*)?")
-_ITERATION = re.compile(r"Iteration (\d+)")
 
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -45,35 +37,16 @@ def parse_log(lines) -> list[Panel]:
     """The curves of a training log: panels 'loss', 'outputs' and 'learning rate' (only the
     ones with data)."""
     loss, outputs, lr = Panel("loss"), Panel("outputs"), Panel("learning rate")
-    it = 0
-    test_it, test_net = 0, 0
-    for line in lines:
-        m = _TRAIN_LOSS.search(line)
-        if m:
-            it = int(m.group(1))
-            loss.add("train loss", it, float(m.group(2)))
-            continue
-        m = _LR.search(line)
-        if m:
-            it = int(m.group(1))
-            lr.add("lr", it, float(m.group(2)))
-            continue
-        m = _TESTING.search(line)
-        if m:
-            test_it, test_net = int(m.group(1)), int(m.group(2))
-            continue
-        m = _OUTPUT.search(line)
-        if m:
-            kind, name, value, is_loss = m.groups()
-            if kind == "Test":
-                label = f"test {name}" if test_net == 0 else f"test#{test_net} {name}"
-                (loss if is_loss else outputs).add(label, test_it, float(value))
-            elif not is_loss:
-                outputs.add(f"train {name}", it, float(value))
-            continue
-        m = _ITERATION.search(line)
-        if m:
-            it = int(m.group(1))
+    for v in scan(lines):
+        if v.kind == "loss":
+            loss.add("train loss", v.iteration, v.value)
+        elif v.kind == "lr":
+            lr.add("lr", v.iteration, v.value)
+        elif v.kind == "test":
+            label = f"test {v.name}" if v.test_net == 0 else f"test#{v.test_net} {v.name}"
+            (loss if v.is_loss else outputs).add(label, v.iteration, v.value)
+        elif not v.is_loss:
+            outputs.add(f"train {v.name}", v.iteration, v.value)
     return [p for p in (loss, outputs, lr) if p.series]
 
 

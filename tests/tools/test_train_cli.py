@@ -298,3 +298,55 @@ def test_train_refuses_python_layers_when_asked(capsys):
         os.chdir(cwd)
     assert rc == 1
     assert "allow_python_layers=False" in capsys.readouterr().err
+
+
+BVLC_LOG = """I1231 23:59:58.000000  1 solver.cpp:48] Initializing solver from parameters:
+I1231 23:59:59.500000  1 solver.cpp:62] Solving LeNet
+I1231 23:59:59.600000  1 solver.cpp:330] Iteration 0, Testing net (#0)
+I1231 23:59:59.700000  1 solver.cpp:397]     Test net output #0: accuracy = 0.1
+I1231 23:59:59.700000  1 solver.cpp:397]     Test net output #1: loss = 2.3 (* 1 = 2.3 loss)
+I1231 23:59:59.800000  1 solver.cpp:218] Iteration 0 (0 iter/s, 0.1s/100 iters), loss = 2.4
+I1231 23:59:59.800000  1 solver.cpp:237]     Train net output #0: loss = 2.4 (* 1 = 2.4 loss)
+I1231 23:59:59.800000  1 sgd_solver.cpp:105] Iteration 0, lr = 0.01
+I0101 00:00:01.500000  1 solver.cpp:218] Iteration 100 (9 iter/s, 11s/100 iters), loss = 0.3
+I0101 00:00:01.500000  1 solver.cpp:237]     Train net output #0: loss = 0.25 (* 1 = 0.25 loss)
+I0101 00:00:01.500000  1 sgd_solver.cpp:105] Iteration 100, lr = 0.005
+I0101 00:00:02.000000  1 solver.cpp:330] Iteration 200, Testing net (#0)
+I0101 00:00:02.500000  1 solver.cpp:397]     Test net output #0: accuracy = 0.97
+I0101 00:00:02.500000  1 solver.cpp:397]     Test net output #1: loss = 0.1 (* 1 = 0.1 loss)
+I0101 00:00:02.600000  1 solver.cpp:330] Iteration 200, Testing net (#1)
+I0101 00:00:02.700000  1 solver.cpp:397]     Test net output #0: accuracy = 0.95
+"""
+
+
+def test_parse_log_writes_caffes_csv_tables(tmp_path, capsys):
+    (tmp_path / "lenet.log").write_text(BVLC_LOG)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, printed, err = caffe_cli(capsys, "parse_log", str(tmp_path / "lenet.log"), str(out),
+                                 "--verbose")
+    assert rc == 0, err
+    assert "lenet.log.train (2 rows)" in printed
+    train = (out / "lenet.log.train").read_text().splitlines()
+    # seconds from the Solving line, across New Year; the rate logged at each iteration
+    assert train == ["NumIters,Seconds,LearningRate,loss", "0,0.3,0.01,2.4",
+                     "100,2.0,0.005,0.25"]
+    test = (out / "lenet.log.test").read_text().splitlines()
+    assert test == ["NumIters,Seconds,LearningRate,accuracy,loss,accuracy#1",
+                    "0,0.2,0.01,0.1,2.3,", "200,3.0,0.005,0.97,0.1,0.95"]
+
+
+def test_parse_log_reads_our_training_log(workdir, capsys):
+    rc, _, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt")
+    (workdir / "train.log").write_text(err)
+    rc, _, err = caffe_cli(capsys, "parse_log", "train.log", ".", "-delimiter", "\t")
+    assert rc == 0, err
+    rows = [line.split("\t") for line in (workdir / "train.log.test").read_text().splitlines()]
+    assert rows[0][:3] == ["NumIters", "Seconds", "LearningRate"] and "loss" in rows[0]
+    assert len(rows) > 2 and all(len(r) == len(rows[0]) for r in rows)
+    assert float(rows[1][1]) >= 0
+    (workdir / "empty.log").write_text("nothing here\n")
+    rc, _, err = caffe_cli(capsys, "parse_log", "empty.log", ".")
+    assert rc == 1 and "no train or test net outputs" in err
+    rc, _, err = caffe_cli(capsys, "parse_log", "train.log", "missing_dir")
+    assert rc == 1 and "'missing_dir' does not exist" in err
