@@ -115,3 +115,71 @@ def test_console_scripts_are_declared():
                  "upgrade_solver_proto_text"):
         module, func = scripts[name].split(":")
         assert module == f"caffe.tools.{name}" and func == "main"
+
+
+@pytest.mark.parametrize("center_only", [True, False])
+def test_classify_scores_mnist_digits_with_the_v1_lenet(tmp_path, capsys, center_only):
+    """pycaffe's classify.py as `caffe classify`: an .npy of images in [0, 1], a folder of
+    PNGs, and a single image give the trained LeNet's classes."""
+    import numpy as np
+    from PIL import Image
+
+    with np.load(os.path.join(DATA, "mnist_t10k_first100.npz")) as f:
+        images, labels = f["images"][:20], f["labels"][:20]
+    np.save(tmp_path / "digits.npy", images[..., None] / np.float32(255))
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:02d}.png")
+    (tmp_path / "labels.txt").write_text("".join(f"digit {d}\n" for d in range(10)))
+    common = ["--model_def", os.path.join(DATA, "lenet.prototxt"), "--pretrained_model",
+              os.path.join(DATA, "lenet_v1.caffemodel"), "--images_dim", "28,28",
+              "--raw_scale", "1"] + (["--center_only"] * center_only)
+    scores = {}
+    for name, source in (("npy", "digits.npy"), ("folder", "pngs"), ("one", "pngs/03.png")):
+        out = tmp_path / f"{name}.npy"
+        rc = cli.main(["classify", str(tmp_path / source), str(out), "--ext", "png",
+                       "--print_results", "--labels_file", str(tmp_path / "labels.txt")]
+                      + common)
+        printed = capsys.readouterr().out
+        assert rc == 0
+        scores[name] = np.load(out)
+    assert scores["npy"].shape == (20, 10)
+    assert (scores["npy"].argmax(1) == labels).mean() >= 0.95
+    assert f"0: digit {labels[3]} (" in printed  # the last run: image 3 alone
+    np.testing.assert_allclose(scores["folder"], scores["npy"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scores["one"][0], scores["npy"][3], rtol=1e-4, atol=1e-6)
+
+
+def test_classify_errors_name_the_input(tmp_path, capsys):
+    common = ["--model_def", os.path.join(DATA, "lenet.prototxt"), "--pretrained_model",
+              os.path.join(DATA, "lenet_v1.caffemodel")]
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["classify", str(tmp_path / "empty"), "o.npy"] + common) == 1
+    assert "no '*.jpg' images in the folder" in capsys.readouterr().err
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    assert cli.main(["classify", str(tmp_path / "bad.npy"), "o.npy"] + common) == 1
+    assert "bad.npy" in capsys.readouterr().err
+    assert cli.main(["classify", str(tmp_path / "x.png"), "o.npy", "--images_dim", "28"]
+                    + common) == 1
+    assert "--images_dim takes 'height,width'" in capsys.readouterr().err
+    assert cli.main(["classify", str(tmp_path / "x.png"), "o.npy", "--channel_swap", "2,1,0"]
+                    + common) == 1
+    assert "input 'data' has 1 channels" in capsys.readouterr().err
+
+
+def test_classify_mean_file_is_one_value_per_channel(tmp_path):
+    import numpy as np
+
+    import caffe
+    from caffe.tools.classify import _mean
+
+    image = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    np.save(tmp_path / "m.npy", image)
+    (tmp_path / "m.binaryproto").write_bytes(
+        caffe.io.array_to_blobproto(image[None]).SerializeToString())
+    for name in ("m.npy", "m.binaryproto"):
+        np.testing.assert_allclose(_mean(str(tmp_path / name)), [5.5, 17.5])
+    np.save(tmp_path / "flat.npy", image[0, 0])
+    with pytest.raises(caffe.errors.FileFormatError, match="flat.npy.*shape \\(4,\\)"):
+        _mean(str(tmp_path / "flat.npy"))
