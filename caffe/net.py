@@ -191,14 +191,46 @@ def _describe(layer: Layer) -> str:
     return f"Layer '{layer.name}' ({layer.type})"
 
 
-def _raise_from(layer: Layer, stage: str, e: BaseException) -> None:
+_SIGNATURES = ("setup(self, bottom, top), reshape(self, bottom, top), forward(self, bottom, "
+               "top) and backward(self, top, propagate_down, bottom)")
+
+
+def _python_layer_hint(stage: str, e: BaseException, bottom: Sequence[Blob],
+                       top: Sequence[Blob], lp: caffe_pb2.LayerParameter) -> str:
+    """What a Python layer's author most likely got wrong, for the usual mistakes: a blob
+    list used as a blob, a method with Caffe's arguments missing, a top never shaped."""
+    msg = str(e)
+    if isinstance(e, AttributeError) and "'list' object has no attribute" in msg:
+        return (f" (bottom and top are lists of blobs, one per bottom / top line of the layer: "
+                f"this layer has {len(bottom)} bottom(s) and {len(top)} top(s), so write "
+                "bottom[0].data, top[0].reshape(...), ...)")
+    if isinstance(e, TypeError) and any(f"{m}()" in msg for m in ("setup", "reshape",
+                                                                   "forward", "backward")):
+        return f" (Caffe calls {_SIGNATURES})"
+    if isinstance(e, ValueError) and "broadcast" in msg:
+        def shapes(names, blobs) -> str:
+            return ", ".join(f"'{n}' {tuple(b.shape)}" for n, b in zip(names, blobs))
+
+        hint = f" (bottoms: {shapes(lp.bottom, bottom)}; tops: {shapes(lp.top, top)}"
+        unshaped = [n for n, b in zip(lp.top, top) if b.count == 0 or not b.shape]
+        if unshaped and stage == "forward":
+            hint += (f"; top {unshaped} has no shape yet: give each top its shape in "
+                     "reshape(), e.g. top[0].reshape(*bottom[0].data.shape)")
+        return hint + ")"
+    return ""
+
+
+def _raise_from(layer: Layer, stage: str, e: BaseException, bottom: Sequence[Blob] = (),
+                top: Sequence[Blob] = ()) -> None:
     """Re-raise an exception from a layer's code with the layer named (the original stays
-    attached as ``__cause__``, with its traceback)."""
+    attached as ``__cause__``, with its traceback); for a Python layer, with a hint at the
+    usual mistakes (given its ``bottom`` and ``top`` blobs)."""
     if isinstance(e, CaffeError) and f"'{layer.name}'" in str(e):
         raise e
-    err_type = PythonLayerError if layer.type == "Python" else LayerSetupError
-    raise err_type(with_device_hint(
-        f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}")) from e
+    python = layer.type == "Python"
+    hint = _python_layer_hint(stage, e, bottom, top, layer.layer_param) if python else ""
+    raise (PythonLayerError if python else LayerSetupError)(with_device_hint(
+        f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}{hint}")) from e
 
 
 def vacated(layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob],
@@ -390,7 +422,7 @@ class Net:
             try:
                 layer.SetUp(self._bottom_vecs[-1], self._top_vecs[-1])
             except Exception as e:
-                _raise_from(layer, "setup", e)
+                _raise_from(layer, "setup", e, self._bottom_vecs[-1], self._top_vecs[-1])
             for j, bid in enumerate(top_ids):
                 while len(self._blob_loss_weights) <= bid:
                     self._blob_loss_weights.append(0.0)
@@ -686,7 +718,7 @@ class Net:
         except Exception as e:
             for blob in vacate[li]:
                 blob.refill_vacated()
-            _raise_from(layers[li], stage, e)
+            _raise_from(layers[li], stage, e, bottoms[li], tops[li])
         finally:
             PASS.fold_from, PASS.fold_to = 1, 0
         return self._loss(start, end) if compute_loss else 0.0
@@ -751,7 +783,7 @@ class Net:
                             for cb in after:
                                 cb(k)
         except Exception as e:
-            _raise_from(layers[li], "backward", e)
+            _raise_from(layers[li], "backward", e, bottoms[li], tops[li])
         finally:
             PASS.fold_from, PASS.fold_to = 1, 0
 
@@ -1035,7 +1067,7 @@ class Net:
             try:
                 self._reshape_layer(li)
             except Exception as e:
-                _raise_from(layer, "reshape", e)
+                _raise_from(layer, "reshape", e, self._bottom_vecs[li], self._top_vecs[li])
 
     def clear_param_diffs(self) -> None:
         """Zero every learnable parameter's diff (one foreach kernel on a GPU, not one per

@@ -185,3 +185,61 @@ def test_errors_are_caffe_errors_from_a_file(python_layer_module):
     path = write(euclid_net(python_layer_module).replace('"Python"', '"Pythn"'))
     with pytest.raises(CaffeError, match="unknown type 'Pythn'.*Known types:.*InnerProduct"):
         caffe.Net(path, caffe.TRAIN)
+
+
+LEARNER_MISTAKES = '''
+import caffe
+
+class Base(caffe.Layer):
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 2 * bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = 2 * top[0].diff
+
+class NoReshape(Base):
+    def reshape(self, bottom, top):
+        pass
+
+class TopAsBlob(Base):
+    def forward(self, bottom, top):
+        top.data[...] = bottom[0].data
+
+class OldBackward(Base):
+    def backward(self, top, bottom):
+        pass
+
+class WrongDiffShape(Base):
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = top[0].diff[:, :1] + top[0].diff.T
+'''
+
+
+@pytest.mark.parametrize("cls, stage, hint", [
+    ("NoReshape", "forward", r"tops: 'y' \(\); top \['y'\] has no shape yet: give each top its "
+     r"shape in reshape\(\), e\.g\. top\[0\]\.reshape\(\*bottom\[0\]\.data\.shape\)"),
+    ("TopAsBlob", "forward", r"bottom and top are lists of blobs, one per bottom / top line of "
+     r"the layer: this layer has 1 bottom\(s\) and 1 top\(s\), so write bottom\[0\]\.data"),
+    ("OldBackward", "backward", r"Caffe calls .*backward\(self, top, propagate_down, bottom\)"),
+    ("WrongDiffShape", "backward", r"\(bottoms: 'x' \(2, 3\); tops: 'y' \(2, 3\)\)$"),
+])
+def test_a_python_layers_usual_mistakes_get_a_hint(tmp_path, monkeypatch, cls, stage, hint):
+    """The mistakes of someone writing a first layer: a top never shaped in reshape(), top used
+    as a blob instead of a list, backward without propagate_down, a diff of the wrong shape."""
+    (tmp_path / "learner_layers.py").write_text(LEARNER_MISTAKES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = make_net(f"""
+    force_backward: true
+    layer {{ name: "input" type: "Input" top: "x" input_param {{ shape {{ dim: 2 dim: 3 }} }} }}
+    layer {{ name: "mine" type: "Python" bottom: "x" top: "y"
+             python_param {{ module: "learner_layers" layer: "{cls}" }} }}
+    """)
+    with pytest.raises(PythonLayerError, match=rf"Layer 'mine' .* failed in {stage}: .*{hint}"):
+        net.forward()
+        net.backward()
