@@ -194,8 +194,8 @@ class Solver:
         if n_iter and p.test_interval <= 0:
             raise self._fail(f"{n_iter} test net(s) need test_interval > 0, got "
                              f"{p.test_interval}")
-        if any(n <= 0 for n in p.test_iter):
-            raise self._fail(f"every test_iter must be > 0, got {list(p.test_iter)}")
+        if any(n < 0 for n in p.test_iter):  # 0 (as Caffe): the test logs no outputs
+            raise self._fail(f"test_iter must not be negative, got {list(p.test_iter)}")
         if p.snapshot < 0 or p.display < 0 or p.test_interval < 0:
             raise self._fail("snapshot, display and test_interval must not be negative")
 
@@ -440,10 +440,11 @@ class Solver:
             values = _output_values(net)
             total = values if total is None else total + values
         if p.test_compute_loss:
-            LOG.info("Test loss: %g", loss / n_iter)
+            LOG.info("Test loss: %g", loss / n_iter if n_iter else float("nan"))
         means = [] if total is None else (total / n_iter).tolist()
         self.mean_scores[test_net_id] = means
-        self._log_outputs(net, "Test", means)
+        if total is not None:
+            self._log_outputs(net, "Test", means)
         return means
 
     @staticmethod

@@ -47,7 +47,7 @@ def test_missing_solver_file_and_syntax_error(tmp_path):
     ("average_loss: 0", "average_loss must be >= 1"),
     ("iter_size: 0", "iter_size must be >= 1"),
     ("test_iter: 5", "test_interval > 0"),
-    ("test_iter: 0 test_interval: 5", "test_iter must be > 0"),
+    ("test_iter: -1 test_interval: 5", "test_iter must not be negative"),
     ("test_iter: 5 test_interval: 5 test_state { stage: 'a' } test_state { stage: 'b' }",
      "test_state once per test net"),
     ("solver_type: NESTEROV type: 'SGD'", "solver_type.*type"),
@@ -81,3 +81,24 @@ def test_train_net_must_be_given_exactly_once(tmp_path):
 def test_solver_arguments_are_checked():
     with pytest.raises(TypeError, match="solver file path or a caffe_pb2.SolverParameter"):
         caffe.get_solver(42)
+
+
+def test_test_iter_zero_tests_nothing_as_caffe(caplog, tmp_path, monkeypatch):
+    """Caffe accepts test_iter: 0 (HED's solver uses it to build a test net it never runs):
+    each test logs its header and no outputs."""
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    solver = caffe.get_solver(solver_param(
+        "test_iter: 0 test_interval: 2 test_compute_loss: true max_iter: 4 "
+        "snapshot_after_train: false"))
+    logger = logging.getLogger("caffe")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="caffe"):
+            solver.solve()
+    finally:
+        logger.removeHandler(caplog.handler)
+    text = caplog.text
+    assert "Iteration 0, Testing net (#0)" in text and "Test loss: nan" in text
+    assert "Test net output" not in text and solver.iter == 4
