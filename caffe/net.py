@@ -290,8 +290,7 @@ class Net:
         upgrade.upgrade_net_as_needed(param, source)
         param.state.phase = int(phase)
         param.state.level = int(level)
-        if stages is not None:
-            param.state.ClearField("stage")
+        if stages is not None:  # added to the file's stages, as Caffe's Net constructor does
             param.state.stage.extend(list(stages))
         self._source = source
         self._extra_params = extras

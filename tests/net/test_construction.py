@@ -33,6 +33,15 @@ def test_phase_level_and_stage_rules():
     assert "not_staged" not in names and "train_only" not in names
 
 
+def test_stages_add_to_the_files_state_and_level_replaces_it():
+    """Caffe's Net(file, phase, level, stages) appends the stages to the file's state and
+    sets its level."""
+    text = STATE_NET.replace('name: "states"', 'name: "states" state { stage: "x" level: 5 }')
+    text += 'layer { name: "x_only" type: "ReLU" bottom: "a" top: "e" include { stage: "x" } }\n'
+    names = make_net(text, caffe.TEST, stages=["deploy"])._layer_names
+    assert "x_only" in names and "staged" in names and "level2" not in names
+
+
 def test_include_and_exclude_together_is_an_error():
     text = STATE_NET.replace('include { phase: TRAIN }',
                              'include { phase: TRAIN } exclude { phase: TEST }')
