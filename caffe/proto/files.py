@@ -45,21 +45,36 @@ def parse_text(text: str, msg: pb_message.Message, source: str = "<string>",
     return msg
 
 
-def read_utf8(path: str, what: str) -> str:
-    """The contents of a text file; a binary or non-UTF-8 file raises naming ``path``."""
-    data = _read_bytes(path, what)
+def _parse_text_bytes(data: bytes, msg: pb_message.Message, path: str,
+                      allow_unknown: bool = False):
+    """Parse ``data`` as a text-format ``msg``. Bytes that are not UTF-8 (a Latin-1 or GBK
+    comment, which Caffe's C++ parser skips unread) become U+FFFD, with a warning; a file that
+    does not parse then is named as possibly binary."""
     try:
-        return data.decode("utf-8")
+        return parse_text(data.decode("utf-8"), msg, path, allow_unknown)
     except UnicodeDecodeError as e:
+        bad = e.start
+    msg.Clear()
+    try:
+        parse_text(data.decode("utf-8", "replace"), msg, path, allow_unknown)
+    except ProtoError as e:
         raise FileFormatError(
-            f"{path}: not a text {what} (byte {e.start} is not UTF-8); is it a binary "
-            "file?") from None
+            f"{path}: not a text {msg.DESCRIPTOR.name} (byte {bad} is not UTF-8, and the text "
+            f"does not parse: {e}); is it a binary file?") from None
+    warn_not_utf8(path, data, bad)
+    return msg
+
+
+def warn_not_utf8(path: str, data: bytes, bad: int) -> None:
+    """Say that text ``data`` read from ``path`` had bytes that are not UTF-8 (the first at
+    ``bad``), read as U+FFFD."""
+    LOG.warning("%s: byte %d (line %d) is not UTF-8; such bytes were read as U+FFFD (harmless "
+                "in a comment)", path, bad, data.count(b"\n", 0, bad) + 1)
 
 
 def read_text(path: str, msg: pb_message.Message, allow_unknown: bool = False):
     """Read a text-format protobuf file into ``msg``."""
-    text = read_utf8(path, msg.DESCRIPTOR.name)
-    return parse_text(text, msg, path, allow_unknown)
+    return _parse_text_bytes(_read_bytes(path, msg.DESCRIPTOR.name), msg, path, allow_unknown)
 
 
 def repair_text(msg: pb_message.Message, source: str = "<bytes>") -> None:
@@ -113,6 +128,10 @@ def read_text_or_binary(path: str, msg: pb_message.Message, allow_unknown: bool 
     except FileFormatError:
         if isinstance(text_error, ProtoError):
             raise text_error from None
+    msg.Clear()  # not UTF-8 and not binary: text with stray bytes (in comments, usually)?
+    try:
+        return _parse_text_bytes(data, msg, path, allow_unknown)
+    except FileFormatError:
         raise FileFormatError(
             f"{path}: neither a text nor a binary {msg.DESCRIPTOR.name}") from None
 

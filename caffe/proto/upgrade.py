@@ -541,14 +541,24 @@ def read_net_file(path: str, strict: bool = True
     data = files._read_bytes(path, "NetParameter")
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return _parse_binary_net(data, path), {}
-    try:
-        param, extras = tolerant.parse_net_text(text, path, strict)
-    except ProtoError as e:
-        if not _TEXT_CONTROL.intersection(data):
-            raise
-        return _parse_binary_net(data, path, e), {}
+    except UnicodeDecodeError as e:
+        try:
+            return _parse_binary_net(data, path), {}
+        except FileFormatError as binary_error:
+            # text with stray bytes (a Latin-1 or GBK comment, which Caffe's parser skips)?
+            text = data.decode("utf-8", "replace")
+            try:
+                param, extras = tolerant.parse_net_text(text, path, strict)
+            except ProtoError:
+                raise binary_error from None
+            files.warn_not_utf8(path, data, e.start)
+    else:
+        try:
+            param, extras = tolerant.parse_net_text(text, path, strict)
+        except ProtoError as e:
+            if not _TEXT_CONTROL.intersection(data):
+                raise
+            return _parse_binary_net(data, path, e), {}
     if not extras:
         return param, {}
     names = [name for _, _, name in tolerant.enclosing_layers(text)]

@@ -127,6 +127,30 @@ def test_binary_file_as_prototxt():
         caffe.Net(path, caffe.TEST)
 
 
+def test_latin1_and_gbk_comments_are_read_as_caffe_reads_them(caplog, tmp_path, monkeypatch):
+    """Caffe's text parser skips comment bytes unread: real files carry Latin-1 or GBK
+    comments. They become U+FFFD, with a warning naming the line."""
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "net.prototxt"
+    path.write_bytes(GOOD.replace('name: "n"\n', 'name: "n"\n# r\xe9seau \xd6\xd0\xce\xc4\n'
+                                  ).encode("latin-1"))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_bytes(b'# r\xe9glage\nnet: "net.prototxt" base_lr: 0.1 lr_policy: "fixed"\n')
+    logger = logging.getLogger("caffe")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="caffe"):
+            net = caffe.Net(str(path), caffe.TEST)
+            assert caffe.get_solver(str(solver)).param.base_lr == pytest.approx(0.1)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert net._layer_names == ["input", "relu"]
+    assert "net.prototxt: byte 13 (line 2) is not UTF-8" in caplog.text
+    assert "solver.prototxt: byte 3 (line 1) is not UTF-8" in caplog.text
+
+
 def test_missing_file():
     with pytest.raises(CaffeError, match="does not exist"):
         caffe.Net("/nonexistent/net.prototxt", caffe.TEST)
