@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from caffe._common import LOG
-from caffe.errors import FileFormatError, ShapeMismatchError
+from caffe.errors import FileFormatError, NetDefinitionError, ShapeMismatchError
 from caffe.proto import caffe_pb2, files, upgrade
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def _copy_from_hdf5(net: Net, path: str) -> None:
             if not isinstance(group, h5py.Group):
                 raise FileFormatError(f"{path}: '/data/{name}' should be a group of datasets "
                                       f"'0', '1', ...; it is a {type(group).__name__}")
-            n_src = len(group)
+            n_src = sum(1 for key in group if key.isdigit())  # '/' in names nests groups
             if n_src > len(layer.blobs):
                 raise ShapeMismatchError(
                     f"Incompatible number of blobs for layer '{name}' in {path}: the file has "
@@ -242,8 +242,10 @@ def net_to_proto(net: Net, write_diff: bool = False) -> caffe_pb2.NetParameter:
 
 
 def save_hdf5(net: Net, path: str, write_diff: bool = False) -> None:
-    """Write parameters in Caffe's HDF5 layout. The file is built in memory, then written to a
-    temporary file, flushed and renamed, so a crash leaves the old file or the new one."""
+    """Write parameters in Caffe's HDF5 layout (``/data/<layer>/<j>``, a group per named
+    layer). The file is built in memory, then written to a temporary file, flushed and renamed,
+    so a crash leaves the old file or the new one. Layers are found by name: two layers with
+    parameters may not share one (nor have none); ``/`` in a name nests groups, as in Caffe."""
     import io
 
     import h5py
@@ -253,11 +255,19 @@ def save_hdf5(net: Net, path: str, write_diff: bool = False) -> None:
         data = f.create_group("data")
         diff = f.create_group("diff") if write_diff else None
         for li, (name, layer) in enumerate(zip(net._layer_names, net._layers)):
-            gd = data.create_group(name)
-            gf = diff.create_group(name) if diff is not None else None
-            for j, net_pid in enumerate(net._param_id_vecs[li]):
-                if net._param_owners[net_pid] != -1:
-                    continue
+            owned = [j for j, net_pid in enumerate(net._param_id_vecs[li])
+                     if net._param_owners[net_pid] == -1]
+            if owned and (not name or str(owned[0]) in data.get(name, {})):
+                raise NetDefinitionError(
+                    f"cannot save '{path}' as HDF5: layer #{li} ({layer.type}) "
+                    + (f"is the second layer named '{name}'" if name else "has no name")
+                    + " with parameters, and HDF5 weights are found by layer name; give each "
+                    "layer with parameters its own name (or save a binary caffemodel)")
+            if not name:
+                continue
+            gd = data.require_group(name)
+            gf = diff.require_group(name) if diff is not None else None
+            for j in owned:
                 blob = layer.blobs[j]
                 gd.create_dataset(str(j), data=blob.data)
                 if gf is not None:

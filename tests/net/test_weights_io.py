@@ -142,3 +142,34 @@ def test_python_layer_params_are_saved_and_loaded(tmp_path, python_layer_module)
     assert other.params["scale"][0].data[0] == 1.0
     other.copy_from(path)
     assert other.params["scale"][0].data[0] == 2.5
+
+
+NAMES_NET = """
+layer { type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "conv1/bn" type: "InnerProduct" bottom: "x" top: "a"
+  inner_product_param { num_output: 2 } }
+layer { name: "conv1" type: "InnerProduct" bottom: "x" top: "b"
+  inner_product_param { num_output: 4 } }
+layer { name: "act" type: "ReLU" bottom: "a" top: "a" }
+layer { name: "act" type: "ReLU" bottom: "b" top: "b" }
+"""
+
+
+def test_hdf5_weights_with_nested_repeated_and_empty_layer_names(tmp_path):
+    """MobileNet's 'conv1' and 'conv1/bn' nest as HDF5 groups; repeated or empty names of
+    layers without parameters (HED's five 'crop' layers) need no group of their own."""
+    net = make_net(NAMES_NET)
+    _randomize(net)
+    path = str(tmp_path / "w.h5")
+    net.save_hdf5(path)
+    other = make_net(NAMES_NET)
+    other.copy_from(path)
+    for name in ("conv1", "conv1/bn"):
+        for a, b in zip(net.params[name], other.params[name]):
+            np.testing.assert_array_equal(a.data, b.data)
+    clash = NAMES_NET.replace('name: "conv1" type', 'name: "conv1/bn" type')
+    with pytest.raises(caffe.errors.NetDefinitionError,
+                       match=r"w2\.h5' as HDF5: layer #\d+ \(InnerProduct\) is the second layer "
+                             r"named 'conv1/bn' with parameters"):
+        make_net(clash).save_hdf5(str(tmp_path / "w2.h5"))
+    assert not os.path.exists(tmp_path / "w2.h5")
