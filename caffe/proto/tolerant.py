@@ -177,21 +177,25 @@ def enclosing_layers(text: str) -> list[tuple[int, int, str]]:
                 j += 1
             if j < len(toks) and toks[j].text in _CLOSING:
                 k = _block_end(toks, j)
-                name = ""
+                names = {}  # the name at depth 0, else a V0 layer's, in its inner 'layer'
                 d = 0
+                inner = False
                 for m in range(j + 1, k - 1):
                     if toks[m].text in _CLOSING:
                         d += 1
+                        if d == 1:
+                            back = m - 2 if toks[m - 1].text == ":" else m - 1
+                            inner = toks[back].text == "layer"
                     elif toks[m].text in ("}", ">"):
                         d -= 1
-                    elif (d == 0 and toks[m].text == "name" and m + 2 < k
+                    elif (d not in names and (d == 0 or (d == 1 and inner))
+                          and toks[m].text == "name" and m + 2 < k
                           and toks[m + 1].text == ":" and toks[m + 2].kind != "punct"):
                         try:
-                            name = _scalar(toks[m + 2])
+                            names[d] = _scalar(toks[m + 2])
                         except _Malformed:
-                            name = toks[m + 2].text
-                        break
-                out.append((t.start, toks[k - 1].end, str(name)))
+                            names[d] = toks[m + 2].text
+                out.append((t.start, toks[k - 1].end, str(names.get(0, names.get(1, "")))))
                 i = k
                 continue
         i += 1
@@ -226,7 +230,8 @@ def _merge_cutting(text: str, param: caffe_pb2.NetParameter, source: str, strict
                 where = f"{source}:{line + line0 - 1}:{col + col0 - 1 if line == 1 else col}"
             offset = _offset(text, line, col) if line is not None else None
             layer = _layer_at(text, offset) if offset is not None else None
-            in_layer = f" in layer '{layer[1]}'" if layer and layer[1] else ""
+            in_layer = "" if not layer else (f" in layer '{layer[1]}'" if layer[1] else
+                                             f" in layer #{layer[0]} (it has no name)")
             if strict or not m or offset is None:
                 hint = (" (to skip fields unknown to BVLC Caffe, load with strict=False)"
                         if m else "")

@@ -41,6 +41,20 @@ def test_unknown_field_names_file_line_field_and_layer():
         caffe.Net(path, caffe.TEST)
 
 
+def test_unknown_field_of_a_v0_layer_names_the_layer_not_a_param_name():
+    v0 = ('input: "data" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4\n'
+          'layers { layer { name: "conv1" type: "conv"\n datum_dims: 3 num_output: 2 }\n'
+          '  bottom: "data" top: "conv1" }\n')
+    path = write(v0)
+    with pytest.raises(ProtoError, match=rf"{path}:3:2.*layer 'conv1'.*datum_dims"):
+        caffe.Net(path, caffe.TEST)
+    unnamed = GOOD.replace('name: "relu"\n  type: "ReLU"',
+                           'type: "ReLU" param { name: "w" }\n  bad_field: 1')
+    with pytest.raises(ProtoError, match=r"in layer #1 \(it has no name\): .*bad_field") as info:
+        caffe.Net(write(unnamed), caffe.TEST)
+    assert "'w'" not in str(info.value)
+
+
 def test_tolerant_mode_skips_unknown_fields_and_keeps_param_blocks(caplog):
     text = GOOD.replace('type: "ReLU"',
                         'type: "ReLU"\n  relu6_param { clip: 6 mode: "x" v: 1 v: 2 }\n  junk: 3')
