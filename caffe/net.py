@@ -357,6 +357,8 @@ class Net:
                 layer = create_layer(lp, phase, allow_python_layers)
             except UnknownLayerTypeError as e:
                 raise UnknownLayerTypeError(f"{self._source}: {e}") from None
+            except PythonLayerError as e:  # the module or class named in the file
+                raise PythonLayerError(f"{self._source}: {e}") from e.__cause__
             layer.extra_params = self._extra_params.get(lp.name, {})
             self._layers.append(layer)
             self._layer_names.append(lp.name)

@@ -163,6 +163,9 @@ def test_missing_module_names_module_and_sys_path():
     """
     with pytest.raises(PythonLayerError, match="no_such_module_xyz.*sys.path"):
         make_net(text)
+    path = write(text)
+    with pytest.raises(PythonLayerError, match=rf"^{path}: Layer 'p' \(Python\): cannot import"):
+        caffe.Net(path, caffe.TEST)
 
 
 def test_python_layers_can_be_refused(python_layer_module):
