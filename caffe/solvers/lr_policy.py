@@ -34,10 +34,11 @@ def check_policy(param: caffe_pb2.SolverParameter, source: str = "solver") -> No
     if policy not in POLICIES:
         raise SolverError(
             f"{source}: unknown lr_policy '{policy}'; known policies: {', '.join(POLICIES)}")
-    if policy in ("step", "sigmoid") and param.stepsize <= 0:
+    if policy == "step" and param.stepsize <= 0:
         raise SolverError(
-            f"{source}: lr_policy '{policy}' needs stepsize > 0, got {param.stepsize}")
-    if policy != "fixed" and policy != "poly" and param.gamma < 0:
+            f"{source}: lr_policy 'step' needs stepsize > 0, got {param.stepsize}")
+    # (sigmoid: any stepsize is its midpoint, and a negative gamma makes it a decay)
+    if policy in ("step", "exp", "inv", "multistep") and param.gamma < 0:
         raise SolverError(
             f"{source}: lr_policy '{policy}' needs gamma >= 0, got {param.gamma:g}")
     if policy == "poly" and param.max_iter <= 0:

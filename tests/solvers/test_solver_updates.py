@@ -70,18 +70,19 @@ POLICIES = {
     "multistep": "gamma: 0.5 stepvalue: 1 stepvalue: 3 stepvalue: 4",
     "poly": "power: 1.5 max_iter: 10",
     "sigmoid": "gamma: 0.5 stepsize: 3",
+    "sigmoid_decay": "gamma: -0.5 stepsize: 0",  # Caffe accepts both: a decay from base_lr/2
 }
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_lr_policy_trains_like_reference(policy):
-    check_against_reference(f"type: 'SGD' momentum: 0.5 lr_policy: '{policy}' "
+    check_against_reference(f"type: 'SGD' momentum: 0.5 lr_policy: '{policy.split('_')[0]}' "
                             f"{POLICIES[policy]}")
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_solver_lr_is_the_rate_of_the_next_update(policy):
-    solver = regression_solver(f"lr_policy: '{policy}' {POLICIES[policy]}")
+    solver = regression_solver(f"lr_policy: '{policy.split('_')[0]}' {POLICIES[policy]}")
     step = 0
     for it in range(8):
         want, step = reference_rate(solver.param, it, step)
