@@ -214,24 +214,34 @@ def test_plot_draws_the_curves_of_a_log(workdir, capsys):
     assert rc == 1 and "no training or test values" in err
 
 
-def test_plot_reads_bvlc_caffe_logs(tmp_path):
+BVLC_LOG = """I1231 23:59:58.000000  1 solver.cpp:48] Initializing solver from parameters:
+I1231 23:59:59.500000  1 solver.cpp:62] Solving LeNet
+I1231 23:59:59.600000  1 solver.cpp:330] Iteration 0, Testing net (#0)
+I1231 23:59:59.700000  1 solver.cpp:397]     Test net output #0: accuracy = 0.1
+I1231 23:59:59.700000  1 solver.cpp:397]     Test net output #1: loss = 2.3 (* 1 = 2.3 loss)
+I1231 23:59:59.800000  1 solver.cpp:218] Iteration 0 (0 iter/s, 0.1s/100 iters), loss = 2.4
+I1231 23:59:59.800000  1 solver.cpp:237]     Train net output #0: loss = 2.4 (* 1 = 2.4 loss)
+I1231 23:59:59.800000  1 sgd_solver.cpp:105] Iteration 0, lr = 0.01
+I0101 00:00:01.500000  1 solver.cpp:218] Iteration 100 (9 iter/s, 11s/100 iters), loss = 0.3
+I0101 00:00:01.500000  1 solver.cpp:237]     Train net output #0: loss = 0.25 (* 1 = 0.25 loss)
+I0101 00:00:01.500000  1 sgd_solver.cpp:105] Iteration 100, lr = 0.005
+I0101 00:00:02.000000  1 solver.cpp:330] Iteration 200, Testing net (#0)
+I0101 00:00:02.500000  1 solver.cpp:397]     Test net output #0: accuracy = 0.97
+I0101 00:00:02.500000  1 solver.cpp:397]     Test net output #1: loss = 0.1 (* 1 = 0.1 loss)
+I0101 00:00:02.600000  1 solver.cpp:330] Iteration 200, Testing net (#1)
+I0101 00:00:02.700000  1 solver.cpp:397]     Test net output #0: accuracy = 0.95
+"""
+
+
+def test_plot_reads_bvlc_caffe_logs():
     from caffe.tools.plot import parse_log
 
-    log = """I0101 10:00:00.000000  1 solver.cpp:330] Iteration 0, Testing net (#0)
-I0101 10:00:00.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.1
-I0101 10:00:00.000000  1 solver.cpp:397]     Test net output #1: loss = 2.3 (* 1 = 2.3 loss)
-I0101 10:00:00.000000  1 solver.cpp:218] Iteration 0 (0 iter/s, 0.1s/100 iters), loss = 2.4
-I0101 10:00:00.000000  1 solver.cpp:237]     Train net output #0: loss = 2.4 (* 1 = 2.4 loss)
-I0101 10:00:00.000000  1 sgd_solver.cpp:105] Iteration 0, lr = 0.01
-I0101 10:00:01.000000  1 solver.cpp:218] Iteration 100 (9 iter/s, 11s/100 iters), loss = 0.3
-I0101 10:00:02.000000  1 solver.cpp:330] Iteration 500, Testing net (#0)
-I0101 10:00:02.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.97
-"""
-    panels = {p.title: p.series for p in parse_log(log.splitlines())}
+    panels = {p.title: p.series for p in parse_log(BVLC_LOG.splitlines())}
     assert panels["loss"]["train loss"] == [(0, 2.4), (100, 0.3)]
-    assert panels["loss"]["test loss"] == [(0, 2.3)]
-    assert panels["outputs"]["test accuracy"] == [(0, 0.1), (500, 0.97)]
-    assert panels["learning rate"]["lr"] == [(0, 0.01)]
+    assert panels["loss"]["test loss"] == [(0, 2.3), (200, 0.1)]
+    assert panels["outputs"]["test accuracy"] == [(0, 0.1), (200, 0.97)]
+    assert panels["outputs"]["test#1 accuracy"] == [(200, 0.95)]
+    assert panels["learning rate"]["lr"] == [(0, 0.01), (100, 0.005)]
 
 
 def test_signal_actions_map_effects():
@@ -298,25 +308,6 @@ def test_train_refuses_python_layers_when_asked(capsys):
         os.chdir(cwd)
     assert rc == 1
     assert "allow_python_layers=False" in capsys.readouterr().err
-
-
-BVLC_LOG = """I1231 23:59:58.000000  1 solver.cpp:48] Initializing solver from parameters:
-I1231 23:59:59.500000  1 solver.cpp:62] Solving LeNet
-I1231 23:59:59.600000  1 solver.cpp:330] Iteration 0, Testing net (#0)
-I1231 23:59:59.700000  1 solver.cpp:397]     Test net output #0: accuracy = 0.1
-I1231 23:59:59.700000  1 solver.cpp:397]     Test net output #1: loss = 2.3 (* 1 = 2.3 loss)
-I1231 23:59:59.800000  1 solver.cpp:218] Iteration 0 (0 iter/s, 0.1s/100 iters), loss = 2.4
-I1231 23:59:59.800000  1 solver.cpp:237]     Train net output #0: loss = 2.4 (* 1 = 2.4 loss)
-I1231 23:59:59.800000  1 sgd_solver.cpp:105] Iteration 0, lr = 0.01
-I0101 00:00:01.500000  1 solver.cpp:218] Iteration 100 (9 iter/s, 11s/100 iters), loss = 0.3
-I0101 00:00:01.500000  1 solver.cpp:237]     Train net output #0: loss = 0.25 (* 1 = 0.25 loss)
-I0101 00:00:01.500000  1 sgd_solver.cpp:105] Iteration 100, lr = 0.005
-I0101 00:00:02.000000  1 solver.cpp:330] Iteration 200, Testing net (#0)
-I0101 00:00:02.500000  1 solver.cpp:397]     Test net output #0: accuracy = 0.97
-I0101 00:00:02.500000  1 solver.cpp:397]     Test net output #1: loss = 0.1 (* 1 = 0.1 loss)
-I0101 00:00:02.600000  1 solver.cpp:330] Iteration 200, Testing net (#1)
-I0101 00:00:02.700000  1 solver.cpp:397]     Test net output #0: accuracy = 0.95
-"""
 
 
 def test_parse_log_writes_caffes_csv_tables(tmp_path, capsys):
