@@ -341,3 +341,38 @@ def test_parse_log_reads_our_training_log(workdir, capsys):
     assert rc == 1 and "no train or test net outputs" in err
     rc, _, err = caffe_cli(capsys, "parse_log", "train.log", "missing_dir")
     assert rc == 1 and "'missing_dir' does not exist" in err
+
+
+def test_summarize_lists_layers_shapes_and_parameter_counts(workdir, capsys):
+    rc, out, err = caffe_cli(capsys, "summarize", "net.prototxt", "--phase", "TRAIN")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "type", "param", "bottom", "top", "args", "top",
+                                "shapes", "params"]
+    assert lines[-1].endswith("phase TRAIN") and " parameter values " in lines[-1]
+    assert not any("_split" in line for line in lines)
+
+
+def test_summarize_falls_back_to_the_prototxt(tmp_path, capsys):
+    (tmp_path / "n.prototxt").write_text("""
+layer { name: "d" type: "Data" top: "x" top: "y" include { phase: TRAIN }
+  data_param { source: "missing_lmdb" batch_size: 4 } }
+layer { name: "d" type: "Data" top: "x" top: "y" include { phase: TEST }
+  data_param { source: "missing_lmdb" batch_size: 4 } }
+layer { name: "c" type: "Convolution" bottom: "x" top: "c"
+  param { lr_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution_param { num_output: 8 kernel_size: 3 stride: 2 pad: 1 group: 2 } }
+layer { name: "p" type: "Pooling" bottom: "c" top: "p" pooling_param { global_pooling: true } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "p" bottom: "y" top: "loss"
+  loss_weight: 0.5 }
+""")
+    rc, out, err = caffe_cli(capsys, "summarize", str(tmp_path / "n.prototxt"))
+    assert rc == 0 and "cannot build the net in TEST" in err
+    rows = [line.split() for line in out.splitlines()]
+    assert [r[0] for r in rows[1:]] == ["d", "d", "c", "p", "loss"]  # every phase's layers
+    assert rows[3] == ["c", "Convolution", "(-,", "x2", "Dx0)", "x", "->", "c", "3/2+1", "8/2"]
+    assert rows[4][-2:] == ["global", "MAX"]
+    assert rows[5][-3:] == ["0.5", "*", "loss!"]
+    rc, out, _ = caffe_cli(capsys, "summarize", str(tmp_path / "n.prototxt"), "--phase",
+                           "TRAIN", "--no-build")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["d", "c", "p", "loss"]
