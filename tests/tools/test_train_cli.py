@@ -353,7 +353,8 @@ def test_summarize_lists_layers_shapes_and_parameter_counts(workdir, capsys):
     assert not any("_split" in line for line in lines)
 
 
-def test_summarize_falls_back_to_the_prototxt(tmp_path, capsys):
+def test_summarize_falls_back_to_the_prototxt(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GLOG_minloglevel", "0")  # the suite's default hides warnings
     (tmp_path / "n.prototxt").write_text("""
 layer { name: "d" type: "Data" top: "x" top: "y" include { phase: TRAIN }
   data_param { source: "missing_lmdb" batch_size: 4 } }
