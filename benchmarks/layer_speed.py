@@ -105,7 +105,7 @@ class Bench:
         layer.Forward(self.bottom, self.top)  # tops take their final shapes (Filter)
         gen = torch.Generator().manual_seed(7)
         for i, t in enumerate(self.top):
-            w = layer.loss(i)
+            w = layer._loss(i)
             dy = (torch.full(t.shape, w) if w else torch.randn(t.shape, generator=gen))
             self.dys.append(dy.to(device))
             if not spec.in_place:

@@ -114,18 +114,27 @@ class Layer:
         self.blobs = BlobVec()
         #: settings from unknown ``*_param`` blocks (fork nets loaded with strict=False)
         self.extra_params: dict = {}
-        self.loss_weights: list[float] = []
-        self.param_propagate_down: list[bool] = []
+        # The engine's own state has private names: a Python layer may use any public name
+        # for its own (pycaffe's Layer has no attributes but blobs, phase, param_str, type;
+        # real layers set self.loss, self.name, self.param_propagate_down, ...)
+        self._loss_weights: list[float] = []
+        self._param_propagate_down: list[bool] = []
         #: False when the net will never run this layer's backward (TEST nets, layers below
         #: no loss): a layer may then skip keeping what only its backward needs
-        self.need_backward = True
+        self._need_backward = True
         self._graph = None
         self._record_bottoms: list[bool] | None = None
 
     # ------------------------------------------------------------------ identity
     @property
     def name(self) -> str:
-        return self.layer_param.name
+        """The layer's name in the prototxt (a Python layer may set its own ``self.name``;
+        the net keeps using the prototxt's)."""
+        return self.__dict__.get("_own_name", self.layer_param.name)
+
+    @name.setter
+    def name(self, value) -> None:
+        self.__dict__["_own_name"] = value
 
     @property
     def type(self) -> str:
@@ -139,8 +148,8 @@ class Layer:
     def param_str_(self, value: str) -> None:
         self.param_str = value
 
-    def loss(self, top_index: int) -> float:
-        return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
+    def _loss(self, top_index: int) -> float:
+        return self._loss_weights[top_index] if top_index < len(self._loss_weights) else 0.0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} '{self.name}' ({self.type})>"
@@ -299,12 +308,12 @@ class Layer:
                 f"Layer '{self.name}' ({self.type}) has {len(weights)} loss_weight values but "
                 f"only {len(top)} tops; give at most one loss_weight per top"
             )
-        self.loss_weights = weights + [0.0] * (len(top) - len(weights))
-        for w, t in zip(self.loss_weights, top):
+        self._loss_weights = weights + [0.0] * (len(top) - len(weights))
+        for w, t in zip(self._loss_weights, top):
             if w:
                 t.diff_tensor.fill_(w)
-        if len(self.param_propagate_down) != len(self.blobs):
-            self.param_propagate_down = [True] * len(self.blobs)
+        if len(self._param_propagate_down) != len(self.blobs):
+            self._param_propagate_down = [True] * len(self.blobs)
 
     def Reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         self.reshape(bottom, top)
@@ -314,7 +323,7 @@ class Layer:
         self.reshape(bottom, top)
         self._forward(bottom, top)
         loss = 0.0
-        for w, t in zip(self.loss_weights, top):
+        for w, t in zip(self._loss_weights, top):
             if w:
                 loss += w * float(t.tensor.sum())
         return loss
@@ -339,7 +348,7 @@ class Layer:
         inputs = [(b, False, i) for i, (b, need) in enumerate(zip(raw_bottom, self._record_bottoms))
                   if need]
         inputs += [(p, True, j) for j, (p, need)
-                   in enumerate(zip(self.blobs, self.param_propagate_down)) if need]
+                   in enumerate(zip(self.blobs, self._param_propagate_down)) if need]
         leaves = []
         swapped = []
         for blob, is_param, index in inputs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -145,6 +146,16 @@ def _import_python_layer(lp: caffe_pb2.LayerParameter) -> type:
     try:
         module = importlib.import_module(pp.module)
     except Exception as e:
+        try:
+            found = importlib.util.find_spec(pp.module)
+        except Exception:  # a parent package that fails to import
+            found = None
+        if found is not None:  # the module is there: its own code or one of its imports failed
+            raise PythonLayerError(
+                f"Layer '{lp.name}' (Python): module '{pp.module}' ({found.origin}) was found, "
+                f"but importing it failed: {type(e).__name__}: {e}"
+                + (" (a module it imports: install it, or add its folder to PYTHONPATH)"
+                   if isinstance(e, ImportError) else "")) from e
         raise PythonLayerError(
             f"Layer '{lp.name}' (Python): cannot import module '{pp.module}' "
             f"({type(e).__name__}: {e}). The module must be importable from sys.path "
@@ -186,9 +197,10 @@ def create_layer(lp: caffe_pb2.LayerParameter, phase: Phase,
 
 def _describe(layer: Layer) -> str:
     if layer.type == "Python":
-        return (f"Layer '{layer.name}' (Python, module '{layer.layer_param.python_param.module}',"
+        return (f"Layer '{layer.layer_param.name}' (Python, module "
+                f"'{layer.layer_param.python_param.module}',"
                 f" class '{type(layer).__name__}')")
-    return f"Layer '{layer.name}' ({layer.type})"
+    return f"Layer '{layer.layer_param.name}' ({layer.type})"
 
 
 _SIGNATURES = ("setup(self, bottom, top), reshape(self, bottom, top), forward(self, bottom, "
@@ -225,7 +237,7 @@ def _raise_from(layer: Layer, stage: str, e: BaseException, bottom: Sequence[Blo
     """Re-raise an exception from a layer's code with the layer named (the original stays
     attached as ``__cause__``, with its traceback); for a Python layer, with a hint at the
     usual mistakes (given its ``bottom`` and ``top`` blobs)."""
-    if isinstance(e, CaffeError) and f"'{layer.name}'" in str(e):
+    if isinstance(e, CaffeError) and f"'{layer.layer_param.name}'" in str(e):
         raise e
     python = layer.type == "Python"
     hint = _python_layer_hint(stage, e, bottom, top, layer.layer_param) if python else ""
@@ -427,7 +439,7 @@ class Net:
             for j, bid in enumerate(top_ids):
                 while len(self._blob_loss_weights) <= bid:
                     self._blob_loss_weights.append(0.0)
-                self._blob_loss_weights[bid] = layer.loss(j)
+                self._blob_loss_weights[bid] = layer._loss(j)
             LOG.info("Setting up %s", lp.name)
             for bid in top_ids:
                 LOG.info("Top shape: %s (%d)", " ".join(map(str, self._blobs[bid].shape)),
@@ -444,7 +456,7 @@ class Net:
                 pneed = spec.lr_mult != 0
                 need_backward |= pneed
                 prop.append(pneed)
-            layer.param_propagate_down = prop
+            layer._param_propagate_down = prop
             self._param_id_vecs.append([])
             for pid in range(n_params):
                 self._append_param(li, pid)
@@ -538,7 +550,7 @@ class Net:
             skip_propagate = True
             for j, bid in enumerate(self._top_ids[li]):
                 bname = names[bid]
-                if layer.loss(j) or bname in under_loss:
+                if layer._loss(j) or bname in under_loss:
                     contributes = True
                 if bname not in skip_backp:
                     skip_propagate = False
@@ -567,16 +579,16 @@ class Net:
                     self._bottom_need_backward[li][j] = self._bottom_need_backward[li][j] or allow
                     self._blob_need_backward[bid] = (self._blob_need_backward[bid]
                                                      or self._bottom_need_backward[li][j])
-                layer.param_propagate_down = [True] * len(layer.blobs)
+                layer._param_propagate_down = [True] * len(layer.blobs)
 
     def _finish_plan(self) -> None:
         """Precompute what the forward/backward loops need."""
         self._loss_layers = [li for li, layer in enumerate(self._layers)
-                             if any(layer.loss_weights)]
+                             if any(layer._loss_weights)]
         for li, layer in enumerate(self._layers):
             if not type(layer).has_backward:
                 self._layer_need_backward[li] = False
-            layer.need_backward = self._layer_need_backward[li]
+            layer._need_backward = self._layer_need_backward[li]
             if self._layer_need_backward[li] and layer.uses_autograd():
                 layer._record_bottoms = list(self._bottom_need_backward[li])
             else:
@@ -627,7 +639,7 @@ class Net:
         for li, layer in enumerate(self._layers):
             drop = []
             for j, bid in enumerate(self._top_ids[li]):
-                if layer.loss(j):
+                if layer._loss(j):
                     keep.add(bid)
                 if bid not in produced:
                     produced.add(bid)
@@ -736,7 +748,7 @@ class Net:
         loss: torch.Tensor | float = 0.0
         for li in self._loss_layers:
             if start <= li <= end:
-                for w, top in zip(self._layers[li].loss_weights, self._top_vecs[li]):
+                for w, top in zip(self._layers[li]._loss_weights, self._top_vecs[li]):
                     if w:
                         loss = loss + w * top.tensor.sum().double()
         return loss

@@ -94,7 +94,7 @@ class GradientChecker:
             _to_dtype(p, dtype)
         for t in top:
             _to_dtype(t, dtype)
-        layer.param_propagate_down = [True] * len(layer.blobs)
+        layer._param_propagate_down = [True] * len(layer.blobs)
 
     def _forward(self, layer: Layer, bottom, top) -> None:
         set_random_seed(self.seed)

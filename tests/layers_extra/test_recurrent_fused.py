@@ -265,7 +265,7 @@ def test_fractional_first_cont():
 def test_no_graph_without_need_backward(type_name):
     rng = np.random.default_rng(12)
     pair = _Pair(type_name, k_static=3)
-    pair.fused.need_backward = False
+    pair.fused._need_backward = False
     with torch.enable_grad():
         bottom, top = pair.forward(rng, np.ones((3, 2)))
     assert not top[0].tensor.requires_grad and top[0].tensor.grad_fn is None
@@ -287,7 +287,7 @@ def test_net_layer_without_backward_keeps_no_graph():
     net.blobs["cont"].data[...] = 1
     net.forward()
     layer = net.layer_dict["lstm"]
-    assert not layer.need_backward
+    assert not layer._need_backward
     assert layer._fused_last and layer._fused_graph is None
     assert not net.blobs["h"].tensor.requires_grad
 

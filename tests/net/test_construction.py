@@ -79,8 +79,8 @@ def test_loss_top_consumed_elsewhere_gets_a_split_with_the_weight():
     """
     net = make_net(text)
     split = net.layer_dict["loss_loss_0_split"]
-    assert split.loss_weights == [2.0, 0.0]
-    assert net.layer_dict["loss"].loss_weights == [1.0]
+    assert split._loss_weights == [2.0, 0.0]
+    assert net.layer_dict["loss"]._loss_weights == [1.0]
 
 
 def test_in_place_layer_shares_the_blob():
@@ -310,7 +310,7 @@ def test_layers_know_when_no_backward_will_come():
     layer { name: "scale" type: "Scale" bottom: "p" top: "p" scale_param { bias_term: true } }
     """
     net = make_net(text, caffe.TEST)
-    assert [layer.need_backward for layer in net.layers] == [False, False, False]
+    assert [layer._need_backward for layer in net.layers] == [False, False, False]
     net.blobs["x"].data[...] = np.arange(32).reshape(1, 2, 4, 4)
     net.forward()
     assert net.layer_dict["pool"].argmax is None

@@ -246,3 +246,77 @@ def test_a_python_layers_usual_mistakes_get_a_hint(tmp_path, monkeypatch, cls, s
     with pytest.raises(PythonLayerError, match=rf"Layer 'mine' .* failed in {stage}: .*{hint}"):
         net.forward()
         net.backward()
+
+
+OWN_ATTRIBUTES = '''
+import numpy as np
+from caffe._caffe import Layer as BaseLayer, RawBlobVec, log
+
+
+class Mine(BaseLayer):
+    """Real layers keep their own state under names a framework might want: L2lossLayer's
+    self.loss, BilinearLayer's self.param_propagate_down = True, PlotLoss's self.name."""
+
+    def setup(self, bottom, top):
+        assert isinstance(bottom, RawBlobVec) and isinstance(top, RawBlobVec)
+        self.loss = 0.0
+        self.name = "renamed by the layer"
+        self.param_propagate_down = True
+        self.loss_weights = "mine"
+        self.need_backward = "mine too"
+        self.blobs.add_blob(1)
+        self.blobs[0].data[...] = 3
+
+    def reshape(self, bottom, top):
+        top[0].reshape(1)
+
+    def forward(self, bottom, top):
+        assert (self.loss_weights, self.need_backward) == ("mine", "mine too")
+        self.loss = float(self.blobs[0].data[0] * (bottom[0].data ** 2).sum() / 2)
+        top[0].data[...] = self.loss
+
+    def backward(self, top, propagate_down, bottom):
+        if self.param_propagate_down:
+            self.blobs[0].diff[...] += top[0].diff[0] * (bottom[0].data ** 2).sum() / 2
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff[0] * self.blobs[0].data[0] * bottom[0].data
+        log("backward of " + self.name)
+'''
+
+
+def test_a_python_layer_may_use_any_public_attribute_name(tmp_path, monkeypatch):
+    """pycaffe's Layer has no attributes of its own but blobs, phase, param_str and type, so
+    real layers set self.loss, self.name, self.param_propagate_down... The engine keeps its
+    state under private names, and caffe._caffe gives the compiled module's names."""
+    (tmp_path / "own_attributes.py").write_text(OWN_ATTRIBUTES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = make_net("""
+    force_backward: true
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+    layer { name: "mine" type: "Python" bottom: "x" top: "loss" loss_weight: 2
+            python_param { module: "own_attributes" layer: "Mine" } }
+    """)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    net.blobs["x"].data[...] = x
+    assert float(net.forward()["loss"][0]) == pytest.approx(3 * 55 / 2)
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, 2 * 3 * x)
+    np.testing.assert_allclose(net.params["mine"][0].diff, [2 * 55 / 2])
+    assert net.layer_dict["mine"].name == "renamed by the layer"
+    assert net._layer_names[1] == "mine"
+
+
+def test_a_module_whose_own_import_fails_is_told_apart_from_a_missing_one(tmp_path,
+                                                                          monkeypatch):
+    (tmp_path / "needs_frcnn.py").write_text("import fast_rcnn_config_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "p" type: "Python" bottom: "x" top: "y"
+            python_param { module: "needs_frcnn" layer: "L" } }
+    """
+    with pytest.raises(PythonLayerError, match=r"module 'needs_frcnn' \(.*needs_frcnn\.py\) was "
+                       r"found, but importing it failed: ModuleNotFoundError: No module named "
+                       r"'fast_rcnn_config_xyz' \(a module it imports") as info:
+        make_net(text)
+    assert "sys.path =" not in str(info.value)

@@ -83,7 +83,7 @@ class BatchNorm(Layer):
         self.applied_scale = (self._fold is not None
                               and PASS.fold_from <= self._fold_index < PASS.fold_to)
         if self.use_global_stats:
-            if top[0] is not bottom[0] or (self.applied_scale and self.need_backward):
+            if top[0] is not bottom[0] or (self.applied_scale and self._need_backward):
                 # batch_norm takes the Scale's terms itself: only the statistics are derived
                 # (and stay cached while the solver changes the Scale's s and b)
                 mean, var, self.invstd, _, _ = self._global_stats(x.dtype, False)
@@ -201,8 +201,8 @@ class BatchNorm(Layer):
         diff: one affine batch-norm backward gives dx and the Scale's ds and db."""
         sc = self._fold
         w, _ = self._scale_terms()
-        want_s = sc.param_propagate_down[0]
-        want_b = sc.bias_term and sc.param_propagate_down[1]
+        want_s = sc._param_propagate_down[0]
+        want_b = sc.bias_term and sc._param_propagate_down[1]
         if self.use_global_stats:  # running statistics: the eval-mode backward
             stats = (self.mean, self.var, None, None, False)
         else:

@@ -62,7 +62,7 @@ class Embed(Layer):
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff_tensor.reshape(-1, self.num_output)
-        if self.param_propagate_down[0]:
+        if self._param_propagate_down[0]:
             self.blobs[0].diff_tensor.index_add_(0, self._indices(bottom), dy)
-        if self.bias_term and self.param_propagate_down[1]:
+        if self.bias_term and self._param_propagate_down[1]:
             self.blobs[1].diff_tensor.add_(dy.sum(0))

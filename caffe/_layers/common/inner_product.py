@@ -82,14 +82,14 @@ class InnerProduct(Layer):
         if not self._flat_in:
             x = x.reshape(self.M, self.K)
         dy_c, x_c = lp(dy), lp(x)  # bfloat16 under set_precision("bf16"), else themselves
-        if self.param_propagate_down[0]:
+        if self._param_propagate_down[0]:
             g = self.blobs[0].diff_tensor
             lhs, rhs = (x_c.t(), dy_c) if self.transpose else (dy_c.t(), x_c)
             if lhs.dtype == g.dtype:
                 g.addmm_(lhs, rhs)
             else:
                 g.add_(lhs @ rhs)
-        if self.bias_term and self.param_propagate_down[1]:
+        if self.bias_term and self._param_propagate_down[1]:
             self.blobs[1].diff_tensor.add_(dy.sum(0))
         if propagate_down[0]:
             w = lp(self.blobs[0].tensor)

@@ -59,5 +59,5 @@ class Bias(Layer):
         if len(bottom) > 1:
             if propagate_down[1]:
                 bottom[1].diff_tensor = self.span.reduce(dy)
-        elif self.param_propagate_down[0]:
+        elif self._param_propagate_down[0]:
             self.blobs[0].diff_tensor.add_(self.span.reduce(dy))

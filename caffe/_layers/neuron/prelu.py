@@ -64,7 +64,7 @@ class PReLU(NeuronLayer):
             top[0].tensor = F.prelu(x, self.blobs[0].tensor.reshape(-1))
 
     def backward(self, top, propagate_down, bottom):
-        want_da = self.param_propagate_down[0]
+        want_da = self._param_propagate_down[0]
         if not (want_da or propagate_down[0]):
             return
         x = self._saved if top[0] is bottom[0] else bottom[0].tensor

@@ -88,7 +88,7 @@ class Scale(Layer):
         in_place = top[0] is bottom[0]
         b = self.bias_span.expand(self.blobs[-1].tensor) if self.bias_term else None
         if in_place:
-            if self.need_backward:
+            if self._need_backward:
                 self._saved = keep_copy(self._saved, x)
             affine_(x, s, b)
         else:
@@ -103,11 +103,11 @@ class Scale(Layer):
             self._saved = bn.normalized().view(bottom[0].shape)
         dy = top[0].diff_tensor
         in_place = top[0] is bottom[0]
-        if self.bias_term and self.param_propagate_down[-1]:
+        if self.bias_term and self._param_propagate_down[-1]:
             self.blobs[-1].diff_tensor.add_(self.bias_span.reduce(dy))
         learned = len(bottom) == 1
         operand = self._scale_blob(bottom)
-        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
+        if (learned and self._param_propagate_down[0]) or (not learned and propagate_down[1]):
             product = self._saved.mul_(dy) if in_place else dy * bottom[0].tensor
             eltwise = bottom[0].count == operand.count
             ds = self.span.reduce(product)

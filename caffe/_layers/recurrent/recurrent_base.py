@@ -35,7 +35,7 @@ Caffe's separate blobs, reordered per call): that warning is silenced around the
 Backward follows the unrolled net exactly: the diffs of x and x_static are always written and
 the parameter diffs always accumulate (Caffe's unrolled net runs its backward unconditionally);
 nothing flows into cont, h0/c0, or from the diffs of the hT/cT tops. The fused path keeps its
-autograd graph until the next forward (so backward may run twice) only when ``need_backward``
+autograd graph until the next forward (so backward may run twice) only when ``_need_backward``
 is True (the net sets it False for layers it never backpropagates). ``debug_info`` logs the
 mean absolute value of the outputs, states and diffs (Caffe logs its unrolled net's blobs).
 """
@@ -323,7 +323,7 @@ class RecurrentLayer(Layer):
 
     def _forward_fused(self, bottom: Sequence[Blob]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         t_, n = self.T, self.N
-        record = self.need_backward
+        record = self._need_backward
         inputs = [bottom[0].tensor] + ([bottom[2].tensor] if self.static_input else [])
         params = [b.tensor for b in self.blobs]
         if record:
@@ -374,9 +374,9 @@ class RecurrentLayer(Layer):
     def _backward_fused(self, top: Sequence[Blob], bottom: Sequence[Blob]) -> None:
         if self._fused_graph is None:
             raise LayerSetupError(
-                f"{self._where()}: backward() after a forward run with need_backward = False, "
-                "which keeps nothing for a backward; set need_backward = True and run forward "
-                "again")
+                f"{self._where()}: backward() after a forward run with _need_backward = False "
+                "(a net that plans no backward through this layer), which keeps nothing for a "
+                "backward; set layer._need_backward = True and run forward again")
         y, leaves = self._fused_graph
         grads = torch.autograd.grad(y, leaves, top[0].diff_tensor.to(y.dtype),
                                     retain_graph=True)

@@ -116,8 +116,8 @@ class Convolution(Layer):
     def backward(self, top, propagate_down, bottom):
         g = self.geo
         w = self.blobs[0].tensor
-        want_w = self.param_propagate_down[0]
-        want_b = self.bias_term and self.param_propagate_down[1]
+        want_w = self._param_propagate_down[0]
+        want_b = self.bias_term and self._param_propagate_down[1]
         for i, (b, t) in enumerate(zip(bottom, top)):
             if not (propagate_down[i] or want_w or want_b):
                 continue

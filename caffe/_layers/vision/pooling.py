@@ -129,7 +129,7 @@ class Pooling(Layer):
     def forward(self, bottom, top):
         x = bottom[0].tensor
         if self.method == PP.MAX:
-            if self.native and not self.need_backward and len(top) == 1:
+            if self.native and not self._need_backward and len(top) == 1:
                 top[0].tensor = F.max_pool2d(x, self.kernel, self.stride, self.pad,
                                              ceil_mode=self.ceil_mode)
                 self.argmax = None  # no backward will come: keep no indices
