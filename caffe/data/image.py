@@ -13,7 +13,6 @@ import io
 import os
 
 import numpy as np
-import torch
 from PIL import Image
 
 from caffe.errors import FileFormatError
@@ -95,16 +94,42 @@ def read_image(path: str, height: int = 0, width: int = 0, color: bool | None = 
     return img
 
 
+def _linear_taps(dst: int, src: int, clamp_weights: bool):
+    """OpenCV's INTER_LINEAR taps for one axis: source indices (two per output) and their
+    11-bit fixed-point weights, from float32 positions ``(i + 0.5) * src / dst - 0.5``.
+    Columns past an edge take the edge pixel alone (``clamp_weights``); rows keep their
+    weights and read the edge row twice."""
+    pos = ((np.arange(dst) + 0.5) * (src / dst) - 0.5).astype(np.float32)
+    lo = np.floor(pos).astype(np.int64)
+    frac = pos - lo.astype(np.float32)
+    if clamp_weights:
+        outside = (lo < 0) | (lo >= src - 1)
+        frac[outside] = 0
+        lo = np.clip(lo, 0, src - 1)
+    w0 = np.rint((np.float32(1) - frac) * np.float32(2048)).astype(np.int64)
+    w1 = np.rint(frac * np.float32(2048)).astype(np.int64)
+    return np.clip(lo, 0, src - 1), np.clip(lo + 1, 0, src - 1), w0, w1
+
+
 def resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an ``HxWxC`` uint8 image as OpenCV's INTER_LINEAR (rounded to
-    the nearest integer)."""
-    if img.shape[:2] == (height, width):
+    """Resize an ``HxWxC`` uint8 image as OpenCV's ``cv::resize(INTER_LINEAR)`` does, which is
+    what Caffe's ``ReadImageToCVMat`` calls: bilinear in 11-bit fixed point (a horizontal pass
+    in integers, then a vertical one rounded as OpenCV's vector code rounds it), and the mean
+    of each 2x2 block for an exact halving (OpenCV switches to INTER_AREA there). Equal to
+    OpenCV 4's output byte for byte."""
+    src_h, src_w = img.shape[:2]
+    if (src_h, src_w) == (height, width):
         return img
-    t = torch.tensor(img, dtype=torch.float32).permute(2, 0, 1)[None]
-    out = torch.nn.functional.interpolate(t, size=(height, width), mode="bilinear",
-                                          align_corners=False, antialias=False)
-    out = torch.floor(out + 0.5).clamp_(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+    px = img.astype(np.int64)
+    if (src_h, src_w) == (2 * height, 2 * width):
+        return ((px[0::2, 0::2] + px[1::2, 0::2] + px[0::2, 1::2] + px[1::2, 1::2] + 2) >> 2
+                ).astype(np.uint8)
+    x0, x1, a0, a1 = _linear_taps(width, src_w, True)
+    y0, y1, b0, b1 = _linear_taps(height, src_h, False)
+    rows = px[:, x0] * a0[:, None] + px[:, x1] * a1[:, None]
+    out = (((b0[:, None, None] * (rows[y0] >> 4)) >> 16)
+           + ((b1[:, None, None] * (rows[y1] >> 4)) >> 16) + 2) >> 2
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def image_format(ext: str) -> str:
