@@ -78,7 +78,11 @@ def _open_handle(backend: str, path: str):
             return lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path),
                              max_readers=1024, readahead=False)
         except lmdb.Error as e:
-            raise FileFormatError(f"cannot open LMDB database '{path}': {e}") from None
+            hint = ("; py-lmdb opens a database once per process, so this is most likely your "
+                    "own lmdb.open(...) handle (the one that wrote it?): call its close() "
+                    "before building the net" if "already open in this process" in str(e)
+                    else "")
+            raise FileFormatError(f"cannot open LMDB database '{path}': {e}{hint}") from None
     plyvel = _import_plyvel(path)
     try:
         return plyvel.DB(path, create_if_missing=False)

@@ -313,6 +313,31 @@ def test_two_nets_read_the_same_lmdb(tmp_path):
     np.testing.assert_array_equal(a.forward()["label"], b.forward()["label"])
 
 
+def test_an_lmdb_the_user_still_holds_open_is_pointed_out(tmp_path):
+    """py-lmdb 3 opens an environment once per process: a notebook that wrote the database
+    and kept its handle must close it (Caffe's C++ reader would not mind). Older py-lmdb
+    versions allow the second handle, and the net simply reads."""
+    import lmdb
+
+    src = _db(tmp_path)
+    env = lmdb.open(src, readonly=True, lock=False)
+    try:
+        try:
+            lmdb.open(src, readonly=True, lock=False).close()
+            once_per_process = False
+        except lmdb.Error:
+            once_per_process = True
+        if once_per_process:
+            with pytest.raises(FileFormatError, match=r"your own lmdb\.open\(\.\.\.\) "
+                                                      r"handle.*close\(\) before building"):
+                _net(tmp_path, src)
+        else:
+            np.testing.assert_array_equal(_net(tmp_path, src).forward()["label"], [0, 1])
+    finally:
+        env.close()
+    np.testing.assert_array_equal(_net(tmp_path, src).forward()["label"], [0, 1])
+
+
 def test_writer_refuses_an_existing_database(tmp_path):
     src = _db(tmp_path)
     with pytest.raises(FileFormatError, match="already exists"):
