@@ -151,6 +151,36 @@ def test_convert_mnist_data_rejects_other_files(tmp_path, capsys):
     assert "is not an MNIST image file" in capsys.readouterr().err
 
 
+def test_convert_cifar_data_writes_caffes_two_databases(tmp_path, monkeypatch, capsys):
+    """Each batch file is label byte + red, green, blue planes; the Datums keep that plane
+    order and the keys count on across the five training files (%05d)."""
+    import caffe.tools.convert_cifar_data as cifar
+
+    monkeypatch.setattr(cifar, "RECORDS", 2)  # real batches hold 10000 records
+    rng = np.random.default_rng(4)
+    batches = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        images = rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, 2, dtype=np.uint8)
+        batches[name] = images, labels
+        (tmp_path / name).write_bytes(b"".join(bytes([lab]) + im.tobytes()
+                                               for im, lab in zip(images, labels)))
+    assert main(["convert_cifar_data", str(tmp_path), str(tmp_path), "lmdb"]) == 0
+    train = _read(str(tmp_path / "cifar10_train_lmdb"), batch=10)
+    want = [batches[f"data_batch_{i}.bin"] for i in range(1, 6)]
+    np.testing.assert_array_equal(train["data"], np.concatenate([im for im, _ in want]))
+    np.testing.assert_array_equal(train["label"], np.concatenate([lab for _, lab in want]))
+    test = _read(str(tmp_path / "cifar10_test_lmdb"), batch=2)
+    np.testing.assert_array_equal(test["data"], batches["test_batch.bin"][0])
+    with lmdb.open(str(tmp_path / "cifar10_train_lmdb"), readonly=True, lock=False) as env:
+        with env.begin() as txn:
+            assert [k.decode() for k, _ in txn.cursor()] == [f"{i:05d}" for i in range(10)]
+    (tmp_path / "test_batch.bin").write_bytes(b"\0" * 100)
+    assert main(["convert_cifar_data", str(tmp_path), str(tmp_path / "x"), "lmdb"]) == 1
+    assert "test_batch.bin' holds 100 bytes" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # checked before anything was written
+
+
 FEATURE_NET = """
 layer { name: "d" type: "HDF5Data" top: "x" hdf5_data_param { source: "%s" batch_size: 2 } }
 layer { name: "ip" type: "InnerProduct" bottom: "x" top: "fc"
