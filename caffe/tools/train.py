@@ -82,7 +82,10 @@ def gpu_ids(text: str) -> list[int]:
     if not text:
         return []
     if text == "all":
-        return list(range(torch.cuda.device_count()))
+        count = torch.cuda.device_count()
+        if not count:
+            LOG.warning("-gpu all: PyTorch sees no CUDA device; running on the CPU")
+        return list(range(count))
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:

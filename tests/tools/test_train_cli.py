@@ -377,3 +377,23 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "p" bottom: "y" top: "loss"
     rc, out, _ = caffe_cli(capsys, "summarize", str(tmp_path / "n.prototxt"), "--phase",
                            "TRAIN", "--no-build")
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["d", "c", "p", "loss"]
+
+
+def test_gpu_all_without_a_device_says_it_runs_on_the_cpu(caplog):
+    import logging
+
+    import torch
+
+    from caffe.tools.train import gpu_ids
+
+    if torch.cuda.is_available():
+        assert gpu_ids("all") == list(range(torch.cuda.device_count()))
+        return
+    logger = logging.getLogger("caffe")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="caffe"):
+            assert gpu_ids("all") == []
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "-gpu all: PyTorch sees no CUDA device; running on the CPU" in caplog.text
