@@ -165,7 +165,11 @@ def _import_python_layer(lp: caffe_pb2.LayerParameter) -> type:
     except AttributeError:
         raise PythonLayerError(
             f"Layer '{lp.name}' (Python): module '{pp.module}' ({getattr(module, '__file__', '')}"
-            f") has no class '{pp.layer}'") from None
+            f") has no class '{pp.layer}'" + (
+                " (module '__main__' is the program that builds the net: it finds only layers "
+                "defined in that script; for caffe train or other programs put the class in a "
+                "module of its own, e.g. my_layers.py next to the prototxt)"
+                if pp.module == "__main__" else "")) from None
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise PythonLayerError(
             f"Layer '{lp.name}' (Python): '{pp.module}.{pp.layer}' must be a class derived from "
@@ -207,7 +211,7 @@ _SIGNATURES = ("setup(self, bottom, top), reshape(self, bottom, top), forward(se
                "top) and backward(self, top, propagate_down, bottom)")
 
 
-def _python_layer_hint(stage: str, e: BaseException, bottom: Sequence[Blob],
+def python_layer_hint(stage: str, e: BaseException, bottom: Sequence[Blob],
                        top: Sequence[Blob], lp: caffe_pb2.LayerParameter) -> str:
     """What a Python layer's author most likely got wrong, for the usual mistakes: a blob
     list used as a blob, a method with Caffe's arguments missing, a top never shaped."""
@@ -240,7 +244,7 @@ def _raise_from(layer: Layer, stage: str, e: BaseException, bottom: Sequence[Blo
     if isinstance(e, CaffeError) and f"'{layer.layer_param.name}'" in str(e):
         raise e
     python = layer.type == "Python"
-    hint = _python_layer_hint(stage, e, bottom, top, layer.layer_param) if python else ""
+    hint = python_layer_hint(stage, e, bottom, top, layer.layer_param) if python else ""
     raise (PythonLayerError if python else LayerSetupError)(with_device_hint(
         f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}{hint}")) from e
 

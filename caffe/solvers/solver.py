@@ -230,7 +230,7 @@ class Solver:
         if extra_state is not None:
             state.MergeFrom(extra_state)
         net_param.state.CopyFrom(state)
-        net = Net(net_param, phase=state.phase, level=state.level, stages=list(state.stage),
+        net = Net(net_param, phase=state.phase, level=state.level,
                   allow_python_layers=self._allow_python_layers)
         for weights in self._param.weights:
             load_weights(net, weights)
@@ -252,7 +252,15 @@ class Solver:
         else:
             LOG.info("Creating training net from net file: %s", p.net)
             net_param = self._read_net(p.net, "net file")
-        return self._build_net(net_param, caffe_pb2.TRAIN, p.train_state)
+        net = self._build_net(net_param, caffe_pb2.TRAIN, p.train_state)
+        if not net._loss_layers:
+            python = [layer.layer_param.name for layer in net.layers if layer.type == "Python"]
+            LOG.warning(
+                "The train net '%s' has no loss: no top carries a loss_weight, so training "
+                "changes nothing. Caffe's loss layers weigh their top by 1 by themselves; a "
+                "Python loss layer needs loss_weight: 1 on its top%s", net.name,
+                f" (Python layers: {python})" if python else "")
+        return net
 
     def _init_test_nets(self) -> list[Net]:
         p = self._param

@@ -170,5 +170,8 @@ class GradientChecker:
                         f"Layer '{layer.name}' ({layer.type}): gradient of {where} w.r.t. "
                         f"{what} element {k} (value {feature:.6g}) is {analytic:.6g} by "
                         f"backward() but {estimated:.6g} by finite differences (tolerance "
-                        f"{self.threshold * scale:.3g})")
+                        f"{self.threshold * scale:.3g}). If the forward has a kink (abs, max, a "
+                        f"threshold) within the stepsize {self.stepsize:g} of this input, the "
+                        "finite difference straddles it: try a smaller stepsize, or the kink "
+                        "and kink_range arguments; else backward() is wrong here")
         layer._record_bottoms = None

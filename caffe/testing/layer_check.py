@@ -7,6 +7,7 @@ checker, float64); 3. reshape: a bigger batch must reshape the tops and still pa
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -87,6 +88,20 @@ def layer_param_from_text(text: str, num_bottom: int, num_top: int) -> caffe_pb2
     return lp
 
 
+def _explain(e: BaseException, stage: str, lp: caffe_pb2.LayerParameter,
+             blobs: dict[str, list]) -> str:
+    """``e`` as the net would report it (with the hint at the usual Python-layer mistakes),
+    plus the place in the layer's code that raised it."""
+    from caffe.net import python_layer_hint
+
+    hint = (python_layer_hint(stage, e, blobs.get("bottom", []), blobs.get("top", []), lp)
+            if lp.type == "Python" else "")
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" [at {frames[-1].filename}:{frames[-1].lineno}, in {frames[-1].name}]" if frames \
+        else ""
+    return f"{type(e).__name__}: {e}{hint}{where}"
+
+
 def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1,
                 phase: Phase = Phase.TRAIN, checker: GradientChecker | None = None,
                 exhaustive: bool = False, seed: int = 1701) -> Report:
@@ -103,9 +118,12 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
     def build():
         return create_layer(lp, phase)
 
+    made: dict[str, list] = {}  # the blobs of the latest setup, for error hints
+
     def setup(layer, scale=1):
         bottom = make_blobs(*(b.make(np.random.default_rng(seed), scale) for b in bottoms))
         top = [Blob(dtype=torch.float64) for _ in range(num_top)]
+        made.update(bottom=bottom, top=top)
         checker._setup(layer, bottom, top)
         return bottom, top
 
@@ -117,7 +135,8 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
         report.ok(f"setup and forward: bottoms {[b.shape for b in bottom]} -> tops "
                   f"{[t.shape for t in top]}")
     except Exception as e:  # report anything user code raises
-        report.fail(f"setup/forward raised {type(e).__name__}: {e}")
+        stage = "forward" if made else "setup"
+        report.fail(f"setup/forward raised {_explain(e, stage, lp, made)}")
         return report
 
     # 2. gradient
@@ -138,7 +157,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
         except GradientCheckError as e:
             report.fail(f"gradient: {e}")
         except Exception as e:  # report anything user code raises
-            report.fail(f"gradient check raised {type(e).__name__}: {e}")
+            report.fail(f"gradient check raised {_explain(e, 'backward', lp, made)}")
 
     # 3. reshape with a bigger batch
     if bottoms and bottoms[0].shape:
@@ -155,7 +174,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
                 report.lines.append("NOTE  the top shapes did not follow the bottom's batch size:"
                                     " does reshape() recompute them from the bottoms?")
         except Exception as e:  # report anything user code raises
-            report.fail(f"reshape to a bigger batch raised {type(e).__name__}: {e} "
+            report.fail(f"reshape to a bigger batch raised {_explain(e, 'forward', lp, made)} "
                         "(reshape() runs before every forward: compute the top shapes and any "
                         "buffers from the bottoms there)")
 
@@ -185,5 +204,5 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
         except CaffeError as e:
             report.fail(f"propagate_down: {e}")
         except Exception as e:  # report anything user code raises
-            report.fail(f"propagate_down check raised {type(e).__name__}: {e}")
+            report.fail(f"propagate_down check raised {_explain(e, 'backward', lp, made)}")
     return report

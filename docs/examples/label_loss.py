@@ -30,8 +30,9 @@ class HingeLoss(caffe.Layer):
         top[0].data[...] = margins.sum() / n
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[1]:
-            raise ValueError("HingeLoss cannot give gradients w.r.t. the labels")
+        # Labels have no gradient: bottom[1] is left alone even if propagate_down[1] is True
+        # (force_backward: true sets every entry of a Python layer, which Caffe cannot tell
+        # from a loss; raising here would break such nets)
         if propagate_down[0]:
             y = bottom[1].data.astype(int).ravel()
             n = len(y)

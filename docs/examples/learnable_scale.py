@@ -16,7 +16,7 @@ class ChannelScale(caffe.Layer):
     """top[:, c] = w[c] * bottom[:, c]; w is learnable, initialized to 1."""
 
     def setup(self, bottom, top):
-        if not self.blobs:  # weights may already be loaded
+        if not self.blobs:  # (always empty here: a .caffemodel is copied in after setup)
             self.blobs.add_blob(bottom[0].data.shape[1])
             self.blobs[0].data[...] = 1.0
 

@@ -320,3 +320,14 @@ def test_a_module_whose_own_import_fails_is_told_apart_from_a_missing_one(tmp_pa
                        r"'fast_rcnn_config_xyz' \(a module it imports") as info:
         make_net(text)
     assert "sys.path =" not in str(info.value)
+
+
+def test_module_main_is_explained_when_the_class_is_not_there():
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "p" type: "Python" bottom: "x" top: "y"
+            python_param { module: "__main__" layer: "NotDefinedHere" } }
+    """
+    with pytest.raises(PythonLayerError, match="has no class 'NotDefinedHere' \\(module "
+                       "'__main__' is the program that builds the net.*my_layers.py"):
+        make_net(text)

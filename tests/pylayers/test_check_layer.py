@@ -37,6 +37,11 @@ LAYERS = textwrap.dedent('''
                 bottom[0].diff[...] = bottom[0].data * top[0].diff  # forgot the 2
 
 
+    class TopAsBlob(Square):
+        def forward(self, bottom, top):
+            top.data[...] = bottom[0].data
+
+
     class IgnoresPropagateDown(caffe.Layer):
         def reshape(self, bottom, top):
             top[0].reshape(*bottom[0].data.shape)
@@ -111,3 +116,13 @@ def test_command_catches_ignored_propagate_down(module):
     res = _cli(module, "IgnoresPropagateDown", "2,3", "2,3")
     assert res.returncode == 1
     assert "FAIL  propagate_down" in res.stdout
+
+
+def test_checker_failures_carry_the_nets_hint_and_the_line(module):
+    from caffe.testing.layer_check import BottomSpec, check_layer
+
+    report = check_layer('type: "Python" python_param { module: "checked_layers" '
+                         'layer: "TopAsBlob" }', [BottomSpec((2, 3))])
+    text = "\n".join(report.lines)
+    assert "bottom and top are lists of blobs" in text
+    assert "checked_layers.py:" in text and "in forward]" in text

@@ -101,3 +101,24 @@ def test_test_iter_zero_tests_nothing_as_caffe(caplog, tmp_path, monkeypatch):
     text = caplog.text
     assert "Iteration 0, Testing net (#0)" in text and "Test loss: nan" in text
     assert "Test net output" not in text and solver.iter == 4
+
+
+def test_a_train_net_without_a_loss_is_pointed_out(caplog, tmp_path):
+    """A Python loss layer without loss_weight: the loss prints, nothing trains (as in Caffe,
+    whose own example says so in a comment). The solver says it."""
+    import logging
+
+    p = solver_param("max_iter: 1")
+    for layer in p.net_param.layer:
+        del layer.loss_weight[:]
+        if layer.type == "EuclideanLoss":
+            layer.type = "Eltwise"
+    logger = logging.getLogger("caffe")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="caffe"):
+            caffe.get_solver(p)
+            caffe.get_solver(solver_param("max_iter: 1"))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert caplog.text.count("has no loss: no top carries a loss_weight") == 1
