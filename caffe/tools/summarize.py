@@ -136,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
     net = None
     if not args.no_build:
         add_import_path(args.filename)
-        try:
-            net = Net(args.filename, Phase[phase], level=args.level,
-                      stages=stages_from(args.stage), strict=False,
+        try:  # from the upgraded copy: the file is read (and any upgrade reported) once
+            net = Net(caffe_pb2.NetParameter.FromString(param.SerializeToString()),
+                      Phase[phase], level=args.level, stages=stages_from(args.stage),
                       allow_python_layers=not args.no_python_layers)
         except CaffeError as e:
             LOG.warning("cannot build the net in %s (%s); listing the prototxt only", phase,
