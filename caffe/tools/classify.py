@@ -67,13 +67,18 @@ def _ints(text: str, flag: str) -> list[int]:
         raise CaffeError(f"{flag} takes comma-separated integers, got '{text}'") from None
 
 
+def _load_npy(path: str, what: str) -> np.ndarray:
+    """An .npy array (never a pickled object), or an error naming ``what`` and ``path``."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FileFormatError(f"{what} '{path}': {e}") from None
+
+
 def _mean(path: str) -> np.ndarray:
     """The per-channel mean of a ``K x H x W`` mean image."""
     if path.endswith(".npy"):
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise FileFormatError(f"mean file '{path}': {e}") from None
+        arr = _load_npy(path, "mean file")
         if arr.ndim == 4 and arr.shape[0] == 1:
             arr = arr[0]
     else:
@@ -86,10 +91,7 @@ def _mean(path: str) -> np.ndarray:
 
 def _inputs(path: str, ext: str, color: bool) -> list[np.ndarray] | np.ndarray:
     if path.endswith(".npy"):
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise FileFormatError(f"input file '{path}': {e}") from None
+        arr = _load_npy(path, "input file")
         if arr.ndim != 4:
             raise FileFormatError(f"input file '{path}' holds an array of shape {arr.shape}; "
                                   "expected N x height x width x channels images")

@@ -28,9 +28,9 @@ Row = dict[str, float]
 def tables(lines: Iterable[str]) -> tuple[list[Row], list[Row]]:
     """The train rows and the test rows of a log (see the module text)."""
     lines = list(lines)
-    stamps = [t for t in map(stamp, lines) if t is not None]
-    solving = [stamp(line) for line in lines if "Solving " in line]
-    start = next((t for t in solving if t is not None), stamps[0] if stamps else None)
+    solving = (stamp(line) for line in lines if "Solving " in line)
+    start = (next((t for t in solving if t is not None), None)
+             or next((t for t in map(stamp, lines) if t is not None), None))
     values = list(scan(lines))
     seconds = (list(seconds_since(start, [v.time for v in values])) if start is not None
                else [float("nan")] * len(values))
