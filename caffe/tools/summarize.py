@@ -6,7 +6,8 @@ that differ from the default (``name``, ``xLR`` for lr_mult, ``DxD`` for decay_m
 ``->`` tops (a loss weight as ``w * top``; a top no later layer reads is marked ``!``);
 convolution and pooling arguments as ``kernel/stride+pad outputs/group``; then, when the net
 builds in the chosen phase, each top's shape and the layer's parameter count, with the total
-at the end. The blobs Caffe splits automatically (``*_split_*``) are shown by their own names.
+at the end. The Split layers Caffe inserts by itself (kept in a net read from a saved
+``.caffemodel``) are left out.
 A net whose data layers cannot open their sources is listed from its prototxt alone.
 """
 
