@@ -60,13 +60,17 @@ if [ "$MODE" = full ]; then
   NETS=lenet,cifar10_quick,caffenet:forward,caffenet:fwdbwd,caffenet:solver,googlenet
   NETS=$NETS,resnet50:forward,resnet50:fwdbwd,resnet50:solver
   stage suite_b64 150 $RUN --batch 64 --only $NETS --tag cuda-b64 --out "$LOGS"
-  stage suite_b64_graph 120 $RUN --batch 64 --only $NETS --cuda-graph --no-memory \
-    --no-caffe-time --tag cuda-b64-graph --out "$LOGS"
-  stage suite_b256 150 $RUN --batch 256 --only $NETS --no-caffe-time --tag cuda-b256 --out "$LOGS"
   stage suite_b1 60 $RUN --only caffenet:infer_b1,resnet50:infer_b1 --no-caffe-time \
     --tag cuda-b1 --out "$LOGS"
+  stage profile_lenet 40 $PY -m benchmarks profile --device cuda --net lenet --batch 64 \
+    --mode forward --iterations 200 --rows 30
+  stage profile_resnet_b1 40 $PY -m benchmarks profile --device cuda --net resnet50 --batch 1 \
+    --mode infer_b1 --iterations 30 --rows 30
   stage layer_speed_cuda 80 $PY -m benchmarks.layer_speed --device cuda --repeats 9 \
     --markdown "$LOGS/layer_speed_cuda.md" --json "$LOGS/layer_speed_cuda.json"
+  stage suite_b256 200 $RUN --batch 256 --only $NETS --no-caffe-time --tag cuda-b256 --out "$LOGS"
+  stage suite_b64_graph 120 $RUN --batch 64 --only $NETS --cuda-graph --no-memory \
+    --no-caffe-time --tag cuda-b64-graph --out "$LOGS"
 fi
 pack
 cat "$LOGS/summary.log"
