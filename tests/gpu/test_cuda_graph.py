@@ -150,6 +150,7 @@ def test_batchnorm_global_stats_follow_weight_writes_on_the_gpu():
     net = _net(INPUT + 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" '
                'batch_norm_param { use_global_stats: true } }', caffe.TEST)
     x = np.random.default_rng(2).standard_normal((8, 2, 7, 7)).astype(np.float32)
+    net.params["bn"][1].data[...] = 1  # variance sum 1 (Caffe's blobs start at 0)
     net.params["bn"][2].data[...] = 1
     first = net.forward(data=x, label=np.zeros(8))["bn"].copy()
     np.testing.assert_allclose(first, x / np.sqrt(1 + 1e-5), rtol=1e-5)
@@ -168,6 +169,7 @@ def test_a_graphed_batchnorm_follows_new_statistics():
                     'batch_norm_param { use_global_stats: true } }')
     net = _net(text, caffe.TEST)
     net.use_cuda_graph()
+    net.params["bn"][1].data[...] = 1  # variance sum 1 (Caffe's blobs start at 0)
     net.params["bn"][2].data[...] = 1
     x = np.random.default_rng(3).standard_normal((8, 2, 7, 7)).astype(np.float32)
     for _ in range(3):  # eager, capture, replay
