@@ -45,7 +45,7 @@ from benchmarks import report
 from benchmarks.layer_speed_cases import CASES, SKIPPED, TIGHT_TYPES, Case
 from benchmarks.timing import interleaved_samples
 from caffe.blob import Blob
-from caffe.layer import Phase
+from caffe.layer import Phase, ReshapeGate
 from caffe.net import create_layer, vacated
 from caffe.proto import caffe_pb2
 
@@ -103,6 +103,7 @@ class Bench:
             else ((), ()))
         self._restore()
         layer.Forward(self.bottom, self.top)  # tops take their final shapes (Filter)
+        self.gate = ReshapeGate(layer, self.bottom, self.top)  # the net's reshape skipping
         gen = torch.Generator().manual_seed(7)
         for i, t in enumerate(self.top):
             w = layer._loss(i)
@@ -121,32 +122,39 @@ class Bench:
             if self.dys:
                 self.bottom[0].diff_tensor = self.dys[0]
 
-    def net_forward(self) -> None:
-        """The layer's share of ``Net._forward``: ``reshape`` then ``_forward`` (the forward as
-        the net calls it), under ``torch.no_grad()``. The loss is not read back: a net reads its
-        loss once per step, after every layer, and a training step keeps it a device tensor
-        (``layer.Forward`` would return it as a float, a wait for the device per call)."""
-        with torch.no_grad():
-            self.layer.reshape(self.bottom, self.top)
-            for blob in self.vacate_tops:
-                blob.vacate()
-            self.layer._forward(self.bottom, self.top)
+    def _forward_body(self) -> None:
+        self.gate.reshape(self.layer, self.bottom, self.top)  # skipped as the net skips it
+        for blob in self.vacate_tops:
+            blob.vacate()
+        self.layer._forward(self.bottom, self.top)
 
-    def ours_forward(self) -> None:
-        self._restore()
-        self.net_forward()
+    def _backward_body(self) -> None:
+        if self.backward:
+            for blob in self.vacate_diffs:
+                blob.vacate_diff()
+            self.layer.backward(self.top, self.pd, self.bottom)
+
+    def net_forward(self) -> None:
+        """The layer's share of ``Net._forward``: ``reshape`` (unless the net would skip it)
+        then ``_forward``, under ``torch.no_grad()``. The loss is not read back: a net reads
+        its loss once per step, after every layer, and a training step keeps it a device
+        tensor (``layer.Forward`` would return it as a float, a wait for the device per
+        call)."""
+        with torch.no_grad():
+            self._forward_body()
 
     def ours_backward(self) -> None:
         """The layer's share of ``Net._backward``: ``backward`` under ``torch.no_grad()``."""
-        if self.backward:
-            with torch.no_grad():
-                for blob in self.vacate_diffs:
-                    blob.vacate_diff()
-                self.layer.backward(self.top, self.pd, self.bottom)
+        with torch.no_grad():
+            self._backward_body()
 
     def ours_step(self) -> None:
-        self.ours_forward()
-        self.ours_backward()
+        """Forward then backward under one ``torch.no_grad()``, as a net's pass enters it
+        once for all its layers."""
+        with torch.no_grad():
+            self._restore()
+            self._forward_body()
+            self._backward_body()
 
     # ------------------------------------------------------------------ twin
     def _build_twin(self) -> None:

@@ -259,6 +259,14 @@ class Blob:
         t = self.tensor  # a newer host copy (GPU mode) is copied over first, a versioned write
         return (t.data_ptr(), t._version, access.count)
 
+    def host_tensor(self) -> torch.Tensor | None:
+        """The data as a CPU tensor when reading it needs no wait for the device (the blob's
+        own memory on the CPU, or NumPy writes not yet copied to the device); else None.
+        Read only: a write to it may not reach the blob."""
+        if self._t.device.type == "cpu":
+            return self._device_data()
+        return self._hd if self._hd_state == _HOST_HEAD else None
+
     def vacate(self) -> None:
         """Let go of the data memory, which a layer is about to replace with a new tensor, so
         that the allocator can hand that memory back to it. Until then the data reads as

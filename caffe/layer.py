@@ -376,3 +376,27 @@ class Layer:
                 outputs.append((t, tt))
                 t._t = tt.detach()
         self._graph = (outputs, leaves) if outputs else None
+
+
+class ReshapeGate:
+    """Caffe's reshape before a layer's forward, skipped when the layer's reshape depends on
+    blob shapes alone (``Layer.may_skip_reshape``) and none of its bottoms, tops and parameters
+    changed shape since its last reshape: a reshape costs several microseconds of Python, which
+    launch-bound GPU passes would pay per layer per pass. Other layers reshape every time."""
+
+    __slots__ = ("blobs", "key")
+
+    def __init__(self, layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        self.blobs: tuple[Blob, ...] | None = (
+            tuple(bottom) + tuple(top) + tuple(layer.blobs) if layer.may_skip_reshape()
+            else None)
+        self.key: tuple | None = None  # the shapes after the last reshape
+
+    def reshape(self, layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        blobs = self.blobs
+        if blobs is None:
+            layer.reshape(bottom, top)
+            return
+        if tuple([b._t.shape for b in blobs]) != self.key:
+            layer.reshape(bottom, top)
+            self.key = tuple([b._t.shape for b in blobs])

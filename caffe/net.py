@@ -32,7 +32,7 @@ from caffe.errors import (
     UnknownLayerTypeError,
     with_device_hint,
 )
-from caffe.layer import PASS, Layer, Phase
+from caffe.layer import PASS, Layer, Phase, ReshapeGate
 from caffe.proto import caffe_pb2, files, upgrade
 from caffe.registry import layer_class
 
@@ -657,14 +657,9 @@ class Net:
         self._no_graph_release = [False] * len(self._layers)
 
     def _plan_reshape_skips(self) -> None:
-        """The blobs whose shapes decide each layer's reshape (bottoms, tops, parameters) for
-        the layers that may skip it (``Layer.may_skip_reshape``); None for the others, which
-        are reshaped before every forward. ``_reshape_keys`` holds those shapes as they were
-        after the layer's last reshape."""
-        self._shape_blobs: list[tuple[Blob, ...] | None] = [
-            tuple(self._bottom_vecs[li]) + tuple(self._top_vecs[li]) + tuple(layer.blobs)
-            if layer.may_skip_reshape() else None for li, layer in enumerate(self._layers)]
-        self._reshape_keys: list[tuple | None] = [None] * len(self._layers)
+        """One ``ReshapeGate`` per layer: which reshapes may be skipped."""
+        self._reshape_gates = [ReshapeGate(layer, self._bottom_vecs[li], self._top_vecs[li])
+                               for li, layer in enumerate(self._layers)]
 
     def _plan_vacating(self) -> None:
         """The blobs each layer's CPU forward and backward let go of first (``vacated``)."""
@@ -676,17 +671,9 @@ class Net:
         self._vacate_none: list[tuple[Blob, ...]] = [()] * len(self._layers)
 
     def _reshape_layer(self, li: int) -> None:
-        """Caffe's reshape before a layer's forward, skipped when the layer's reshape depends
-        on blob shapes alone and none of them changed since its last reshape (a reshape costs
-        several microseconds of Python, which launch-bound GPU passes pay per layer)."""
-        blobs = self._shape_blobs[li]
-        if blobs is None:
-            self._layers[li].reshape(self._bottom_vecs[li], self._top_vecs[li])
-            return
-        key = tuple([b._t.shape for b in blobs])
-        if key != self._reshape_keys[li]:
-            self._layers[li].reshape(self._bottom_vecs[li], self._top_vecs[li])
-            self._reshape_keys[li] = tuple([b._t.shape for b in blobs])
+        """Caffe's reshape before a layer's forward, unless its gate skips it."""
+        self._reshape_gates[li].reshape(self._layers[li], self._bottom_vecs[li],
+                                        self._top_vecs[li])
 
     # ------------------------------------------------------------------ device
     def _sync_device(self) -> None:
@@ -1079,7 +1066,8 @@ class Net:
 
     def reshape(self) -> None:
         """Re-run every layer's reshape (after an input blob changed shape)."""
-        self._reshape_keys = [None] * len(self._layers)
+        for gate in self._reshape_gates:
+            gate.key = None
         for li, layer in enumerate(self._layers):
             try:
                 self._reshape_layer(li)

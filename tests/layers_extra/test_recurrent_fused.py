@@ -260,6 +260,36 @@ def test_fractional_first_cont():
         pair.backward(rng)
 
 
+@pytest.mark.parametrize("type_name", TYPES)
+def test_path_choice_without_a_host_copy_follows_cont_writes(type_name, monkeypatch):
+    """Where cont lives only on the device (as a GPU data layer leaves it), its values are read
+    there once and the answer kept while cont is unchanged; an in-place write (a new torch
+    version) or a NumPy write makes the layer look again."""
+    monkeypatch.setattr(Blob, "host_tensor", lambda self: None)
+    rng = np.random.default_rng(12)
+    layer = _layer(type_name, static=False, expose=False)
+    bottom = _bottoms(rng, layer, np.ones((3, 2)), dtype=torch.float32)
+    top = [Blob()]
+    layer.SetUp(bottom, top)
+    fused, loop = _Spy(layer, "recur_fused"), _Spy(layer, "recur")
+    reads = _Spy(layer, "_cont_fusable")
+    layer.Forward(bottom, top)
+    layer.Forward(bottom, top)
+    assert (fused.calls, loop.calls, reads.calls) == (2, 0, 1)
+    bottom[1].tensor[1, 0] = 0  # a mid-sequence reset, written in place
+    layer.Forward(bottom, top)
+    assert (fused.calls, loop.calls, reads.calls) == (2, 1, 2)
+    bottom[1].data[...] = 1
+    layer.Forward(bottom, top)
+    assert (fused.calls, loop.calls, reads.calls) == (3, 1, 3)
+
+
+def test_host_tensor_is_the_cpu_data():
+    b = Blob(2, 3)
+    b.data[...] = 5
+    assert b.host_tensor() is not None and float(b.host_tensor().sum()) == 30
+
+
 # ---------------------------------------------------------------------------------- no backward
 @pytest.mark.parametrize("type_name", TYPES)
 def test_no_graph_without_need_backward(type_name):

@@ -163,6 +163,17 @@ class BatchNorm(Layer):
         fold the statistics into the running sums."""
         c = self.channels
         m = x3.numel() // c
+        f = self.moving_average_fraction
+        sums = [blob.tensor.view(-1) for blob in self.blobs]
+        if m > 1 and f != -1 and sums[0].dtype == x3.dtype:
+            # PyTorch's running update r = (1 - k) r + k batch (var: the m/(m-1) one), with
+            # k = 1/(1 + f), is (f sums + batch) / (1 + f): one scaling gives Caffe's sums,
+            # and a second kernel the factor f * factor + 1
+            y, self.mean, self.invstd = torch.native_batch_norm(
+                x3, w, b, sums[0], sums[1], True, 1.0 / (1.0 + f), self.eps)
+            torch._foreach_mul_(sums, [1.0 + f, 1.0 + f, f])
+            sums[2].add_(1.0)
+            return y
         mean = torch.zeros(c, dtype=x3.dtype, device=x3.device)
         unbiased = torch.zeros_like(mean)
         if m > 1:
@@ -175,8 +186,7 @@ class BatchNorm(Layer):
             self.mean = mean
             self.invstd = torch.full_like(mean, self.eps).rsqrt_()
         # sums = f * sums + batch (factor: f * factor + 1): three kernels for the three blobs
-        sums = [b.tensor.view(-1) for b in self.blobs]
-        torch._foreach_mul_(sums, self.moving_average_fraction)
+        torch._foreach_mul_(sums, f)
         torch._foreach_add_(sums[:2], [mean.to(sums[0].dtype), unbiased.to(sums[1].dtype)])
         sums[2].add_(1.0)
         return y

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from caffe._common import tracing
 from caffe._layers.loss.labels import (
     check_label_range,
     class_layout,
@@ -60,12 +61,16 @@ class Accuracy(Layer):
         valid, index = valid_labels(labels, self.ignore_label)
         # the true class counts itself (unless its score is NaN), as in Caffe
         correct = (x >= x.gather(1, index)).sum(1, keepdim=True) <= self.top_k
-        if valid is None:
-            count: torch.Tensor | int = max(self.outer * self.inner, 1)
+        if valid is None and correct.numel() and not tracing():
+            # every item counts: one kernel for the mean (ONNX has no mean of booleans)
+            out = top[0].tensor
+            torch.mean(correct.view(-1), 0, dtype=out.dtype, out=out)
         else:
-            correct &= valid
-            count = valid.sum(dtype=x.dtype).clamp_min_(1)  # no valid item: 0 / 1
-        torch.div(correct.sum(dtype=x.dtype), count, out=top[0].tensor)
+            count: torch.Tensor | int = max(self.outer * self.inner, 1)
+            if valid is not None:
+                correct &= valid
+                count = valid.sum(dtype=x.dtype).clamp_min_(1)  # no valid item: 0 / 1
+            torch.div(correct.sum(dtype=x.dtype), count, out=top[0].tensor)
         if len(top) > 1:
             top[1].tensor = self._per_class(x, index, valid, correct)
 

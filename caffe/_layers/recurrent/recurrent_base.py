@@ -178,6 +178,8 @@ class RecurrentLayer(Layer):
         self._cache: object = None
         self._fused_last = False
         self._fused_graph: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self._cont_key: tuple | None = None  # cont's data_version at the last device check
+        self._cont_ok = False
         if self.blobs:
             return
         g = self.gate_mult * self.num_output
@@ -284,10 +286,22 @@ class RecurrentLayer(Layer):
         return b[0].tensor, b[1].tensor, w_static, b[2 + self.static_input].tensor
 
     def _fusable(self, bottom: Sequence[Blob]) -> bool:
-        """Whether the fused path computes what Caffe does (see the module docstring)."""
-        cont = bottom[1].tensor
-        if not self._fused_allowed or bottom[0].count == 0 or recorded(cont):
+        """Whether the fused path computes what Caffe does (see the module docstring). The
+        answer depends on cont's values: read from a host copy when there is one, else on
+        the device (a wait for it) unless cont is unchanged since the last forward."""
+        blob = bottom[1]
+        if not self._fused_allowed or bottom[0].count == 0 or recorded(blob._t):
             return False
+        cont = blob.host_tensor()
+        if cont is not None:
+            return self._cont_fusable(cont)
+        key = blob.data_version()
+        if key is None or key != self._cont_key:
+            self._cont_ok = self._cont_fusable(blob.tensor)
+            self._cont_key = key
+        return self._cont_ok
+
+    def _cont_fusable(self, cont: torch.Tensor) -> bool:
         ok = (cont[1:] == 1).all()
         if self.fused_needs_binary_cont0:
             ok = ok & ((cont[0] == 0) | (cont[0] == 1)).all()
