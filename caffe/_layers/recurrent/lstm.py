@@ -72,6 +72,6 @@ class LSTM(RecurrentLayer):
             self._torch_order = order
         # indexed inside the graph: the gradients come back in Caffe's layout
         weights = [w.index_select(0, order) for w in (w_ih, w_hc, b)]
-        y, h, c = torch.lstm(x, states, [*weights, torch.zeros_like(b)], True, 1, 0.0, train,
+        y, h, c = torch.lstm(x, states, [*weights, self._zero_bias(b)], True, 1, 0.0, train,
                              False, False)
         return y, [h[0], c[0]]

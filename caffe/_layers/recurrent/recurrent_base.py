@@ -180,6 +180,7 @@ class RecurrentLayer(Layer):
         self._fused_graph: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self._cont_key: tuple | None = None  # cont's data_version at the last device check
         self._cont_ok = False
+        self._zeros: torch.Tensor | None = None
         if self.blobs:
             return
         g = self.gate_mult * self.num_output
@@ -284,6 +285,14 @@ class RecurrentLayer(Layer):
         b = self.blobs
         w_static = b[2].tensor if self.static_input else None
         return b[0].tensor, b[1].tensor, w_static, b[2 + self.static_input].tensor
+
+    def _zero_bias(self, like: torch.Tensor) -> torch.Tensor:
+        """Zeros shaped like the bias ``like``: the second bias the fused kernels take (Caffe
+        has one), kept between forwards (nothing writes to it)."""
+        z = self._zeros
+        if z is None or z.shape != like.shape or z.dtype != like.dtype or z.device != like.device:
+            z = self._zeros = torch.zeros_like(like)
+        return z
 
     def _fusable(self, bottom: Sequence[Blob]) -> bool:
         """Whether the fused path computes what Caffe does (see the module docstring). The
@@ -397,8 +406,7 @@ class RecurrentLayer(Layer):
         n_in = 1 + self.static_input
         for j, g in zip((0, 2), grads[:n_in]):
             bottom[j].diff_tensor = g
-        for p, g in zip(self.blobs, grads[n_in:]):
-            p.diff_tensor.add_(g)
+        torch._foreach_add_([p.diff_tensor for p in self.blobs], list(grads[n_in:]))
 
     def _backward_loop(self, top: Sequence[Blob], bottom: Sequence[Blob]) -> None:
         t_, n, d = self.T, self.N, self.num_output
