@@ -1,7 +1,8 @@
 """Per-layer speed: every registered layer type, forward + backward through the neocaffe layer
-on Blobs, run as a net runs it (``Net._forward``: ``reshape`` + ``_forward`` under
-``torch.no_grad()``, no read-back of the loss; ``Net._backward``: ``backward`` under
-``torch.no_grad()``) against its "twin", the direct
+on Blobs, run as a net runs it (``Net._forward``: ``reshape``, skipped while the shapes stay
+the same as the net skips it, + ``_forward``, no read-back of the loss; ``Net._backward``:
+``backward``; one ``torch.no_grad()`` around the step, as around a net's pass) against its
+"twin", the direct
 ``torch.nn.functional`` / torch expression of the same forward with autograd's backward
 (benchmarks/layer_speed_cases.py), timed in the same run, interleaved, as medians of paired
 per-round ratios. Each twin is first checked to compute the same tops (and, where the math is
