@@ -670,11 +670,6 @@ class Net:
         self._vacate_diffs = [diffs for _, diffs in plan]
         self._vacate_none: list[tuple[Blob, ...]] = [()] * len(self._layers)
 
-    def _reshape_layer(self, li: int) -> None:
-        """Caffe's reshape before a layer's forward, unless its gate skips it."""
-        self._reshape_gates[li].reshape(self._layers[li], self._bottom_vecs[li],
-                                        self._top_vecs[li])
-
     # ------------------------------------------------------------------ device
     def _sync_device(self) -> None:
         if self._generation == STATE.generation:
@@ -695,6 +690,7 @@ class Net:
             end = len(self._layers) - 1
         self._sync_device()
         layers, bottoms, tops = self._layers, self._bottom_vecs, self._top_vecs
+        gates = self._reshape_gates
         before, after = self._before_forward, self._after_forward
         li = start
         stage = "reshape"
@@ -710,7 +706,7 @@ class Net:
                         cb(li)
                     layer = layers[li]
                     stage = "reshape"
-                    self._reshape_layer(li)
+                    gates[li].reshape(layer, bottoms[li], tops[li])
                     stage = "forward"
                     for blob in vacate[li]:
                         blob.vacate()
@@ -1066,11 +1062,10 @@ class Net:
 
     def reshape(self) -> None:
         """Re-run every layer's reshape (after an input blob changed shape)."""
-        for gate in self._reshape_gates:
+        for li, (layer, gate) in enumerate(zip(self._layers, self._reshape_gates)):
             gate.key = None
-        for li, layer in enumerate(self._layers):
             try:
-                self._reshape_layer(li)
+                gate.reshape(layer, self._bottom_vecs[li], self._top_vecs[li])
             except Exception as e:
                 _raise_from(layer, "reshape", e, self._bottom_vecs[li], self._top_vecs[li])
 
