@@ -193,6 +193,28 @@ def test_top_changed_in_place_downstream(type_name):
 
 
 @pytest.mark.parametrize("type_name", TYPES)
+def test_parameter_writes_between_forwards_are_seen(type_name):
+    """The fused path keeps views of the parameter tensors between forwards (LSTM: buffers
+    in torch's gate order): in-place writes (a solver's update, NumPy), a replaced tensor, and
+    replaced diffs must all reach the next forward and backward."""
+    rng = np.random.default_rng(16)
+    pair = _Pair(type_name, k_static=2)
+    cont = np.array([[0.0, 1.0], [1.0, 1.0]])
+    pair.forward(rng, cont)
+    pair.backward(rng)
+    writes = [lambda b: b.tensor.mul_(0.5),                          # a solver's update
+              lambda b: b.data.__setitem__(Ellipsis, b.data * -1.5),  # NumPy
+              lambda b: setattr(b, "tensor", b.tensor + 0.25),        # a new tensor
+              lambda b: setattr(b, "diff_tensor", b.diff_tensor.clone())]
+    for write in writes:
+        for layer in (pair.fused, pair.loop):
+            for blob in layer.blobs:
+                write(blob)
+        pair.forward(rng, cont)
+        pair.backward(rng)
+
+
+@pytest.mark.parametrize("type_name", TYPES)
 def test_float32_paths_agree(type_name):
     rng = np.random.default_rng(9)
     pair = _Pair(type_name, k_static=3, dtype=torch.float32)
@@ -272,7 +294,7 @@ def test_path_choice_without_a_host_copy_follows_cont_writes(type_name, monkeypa
     top = [Blob()]
     layer.SetUp(bottom, top)
     fused, loop = _Spy(layer, "recur_fused"), _Spy(layer, "recur")
-    reads = _Spy(layer, "_cont_fusable")
+    reads = _Spy(layer, "_cont_plan")
     layer.Forward(bottom, top)
     layer.Forward(bottom, top)
     assert (fused.calls, loop.calls, reads.calls) == (2, 0, 1)

@@ -13,12 +13,15 @@ writes, when the fused ``torch.lstm`` path runs instead of the loop over time)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from caffe._layers.recurrent.recurrent_base import (
     RecurrentLayer,
     lstm_cell_backward,
     lstm_cell_forward,
+    stale,
 )
 from caffe.registry import register_layer
 
@@ -30,8 +33,10 @@ class LSTM(RecurrentLayer):
     max_bottom_blobs = 5
     max_top_blobs = 3
     fused_needs_binary_cont0 = True
-    #: row index taking Caffe's gate order to torch's (built on first use, per device)
-    _torch_order: torch.Tensor | None = None
+    #: the parameter tensors the reordered buffers were last made for
+    _reorder_key: list[torch.Tensor] | None = None
+    #: the diff tensors whose pieces the gradients were last added to
+    _diff_key: list[torch.Tensor] | None = None
 
     def recur(self, wx: torch.Tensor, cont: torch.Tensor,
               states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
@@ -64,14 +69,38 @@ class LSTM(RecurrentLayer):
                     states: list[torch.Tensor],
                     train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, w_hc = params[1], params[2 + self.static_input]
-        order = self._torch_order
-        if order is None or order.device != b.device:
-            d = self.num_output  # Caffe's i, f, o, g -> torch's i, f, g, o
-            order = torch.cat([torch.arange(2 * d), torch.arange(3 * d, 4 * d),
-                               torch.arange(2 * d, 3 * d)]).to(b.device)
-            self._torch_order = order
-        # indexed inside the graph: the gradients come back in Caffe's layout
-        weights = [w.index_select(0, order) for w in (w_ih, w_hc, b)]
-        y, h, c = torch.lstm(x, states, [*weights, self._zero_bias(b)], True, 1, 0.0, train,
+        y, h, c = torch.lstm(x, states, [w_ih, w_hc, b, self._zero_bias(b)], True, 1, 0.0, train,
                              False, False)
-        return y, [h[0], c[0]]
+        return y, [h, c]
+
+    def _fused_params(self, record: bool) -> list[torch.Tensor]:
+        """Every parameter blob has the 4D gate rows in Caffe's order i, f, o, g; torch's
+        kernel takes i, f, g, o. The reordered copies live in buffers kept between forwards
+        (autograd's leaves), refilled by one foreach copy."""
+        blobs = [b.tensor for b in self.blobs]
+        if stale(self._reorder_key, blobs):
+            self._buffers = [torch.empty_like(t).requires_grad_(True) for t in blobs]
+            self._into_buffers = (_gate_blocks(self._buffers, self.num_output, False),
+                                  _gate_blocks(blobs, self.num_output, True))
+            self._reorder_key = blobs
+        with torch.no_grad():
+            torch._foreach_copy_(*self._into_buffers)
+        return self._buffers
+
+    def _add_param_grads(self, grads: Sequence[torch.Tensor]) -> None:
+        diffs = [b.diff_tensor for b in self.blobs]
+        if stale(self._diff_key, diffs):
+            self._diff_pieces = _gate_blocks(diffs, self.num_output, False)
+            self._diff_key = diffs
+        torch._foreach_add_(self._diff_pieces, _gate_blocks(grads, self.num_output, True))
+
+
+def _gate_blocks(tensors: Sequence[torch.Tensor], d: int, swap: bool) -> list[torch.Tensor]:
+    """Views of each tensor's 4D gate rows as 3 pieces: rows [0, 2D), then [2D, 3D) and
+    [3D, 4D), or with ``swap`` those two the other way round. Paired piece by piece, a plain
+    and a swapped list take Caffe's gate order i, f, o, g to torch's i, f, g, o and back."""
+    pieces: list[torch.Tensor] = []
+    for t in tensors:
+        first, third, fourth = t.split_with_sizes((2 * d, d, d))
+        pieces += (first, fourth, third) if swap else (first, third, fourth)
+    return pieces

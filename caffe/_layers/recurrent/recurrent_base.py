@@ -25,7 +25,9 @@ fractional cont_0 would differ, hence the LSTM condition). The static term enter
 features, the same at every step, with extra columns of W_x: x_static with W_static, or, with
 fewer streams than static features, a one-hot of the stream with the terms W_static x_static
 (cheaper for the kernel; exact for finite values, as the other products are by zero). The check
-reads cont on the host (one wait for the device per forward on CUDA). Otherwise (a reset at
+reads cont on the host (on CUDA one wait for the device, repeated only when cont changes); when
+every cont_0 is 0 the kernel starts from zeros, when every one is 1 from the carried states as
+they are, without a product by cont_0. Otherwise (a reset at
 t >= 1, a fractional LSTM cont_0, or while a CUDA graph is being captured, where that wait is
 illegal) the loop path runs. The kernels sum in another order than the loop (and oneDNN/cuDNN
 use their own activation code), so in float32 the two paths may differ in the last bits. On
@@ -97,6 +99,12 @@ def lstm_cell_backward(dc: torch.Tensor, dh: torch.Tensor, c_prev: torch.Tensor,
     return dc_total * f, dgates
 
 
+def stale(key: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> bool:
+    """Whether what was made from the tensors ``key`` (views, copies) was not made from
+    ``tensors``: a blob's tensor replaced, or first use."""
+    return key is None or len(key) != len(tensors) or any(a is not b for a, b in zip(key, tensors))
+
+
 # ---------------------------------------------------------------------------------- layer base
 class RecurrentLayer(Layer):
     """Base of RNN and LSTM: parameter layout, shapes, carried state and the input transform.
@@ -144,7 +152,8 @@ class RecurrentLayer(Layer):
         and their weights w_ih (G, K') (the static input already joined), the parameter
         tensors in blob order (``params[1]`` is b, ``params[2 + static]`` W_h, then the extra
         blobs) and the initial states (1, N, D) each, already multiplied by cont_0. ``train``
-        is whether autograd records. Returns the output (T, N, D) and the final states (N, D)."""
+        is whether autograd records. Returns the output (T, N, D) and the final states
+        (1, N, D) each."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ setup
@@ -179,8 +188,10 @@ class RecurrentLayer(Layer):
         self._fused_last = False
         self._fused_graph: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self._cont_key: tuple | None = None  # cont's data_version at the last device check
-        self._cont_ok = False
+        self._plan: str | None = None  # the fused plan found then
         self._zeros: torch.Tensor | None = None
+        self._zero_state: torch.Tensor | None = None
+        self._leaf_key: list[torch.Tensor] | None = None  # the blob tensors _leaves alias
         if self.blobs:
             return
         g = self.gate_mult * self.num_output
@@ -266,15 +277,16 @@ class RecurrentLayer(Layer):
         return states
 
     def _save_states(self, states: list[torch.Tensor]) -> None:
-        # fresh tensors: earlier states may still be cached for a backward
+        # nothing writes to a saved state or to a final state in place (earlier states may
+        # still be cached for a backward): a larger saved state is updated in a copy
         for k, s in enumerate(states):
-            flat = s.detach().reshape(-1)
+            flat = s.reshape(-1)
             buf = self._saved[k]
             if buf is not None and buf.numel() > flat.numel():
                 buf = buf.to(flat).clone()
                 buf[:flat.numel()] = flat
             else:
-                buf = flat.clone()
+                buf = flat
             self._saved[k] = buf
 
     def reset(self) -> None:
@@ -294,33 +306,43 @@ class RecurrentLayer(Layer):
             z = self._zeros = torch.zeros_like(like)
         return z
 
-    def _fusable(self, bottom: Sequence[Blob]) -> bool:
-        """Whether the fused path computes what Caffe does (see the module docstring). The
-        answer depends on cont's values: read from a host copy when there is one, else on
-        the device (a wait for it) unless cont is unchanged since the last forward."""
+    def _fused_plan(self, bottom: Sequence[Blob]) -> str | None:
+        """Whether the fused path computes what Caffe does (see the module docstring): None
+        when not, else what cont_0 holds: "zero" (every sequence starts afresh), "one" (every
+        sequence goes on) or "mixed". The answer depends on cont's values: read from a host copy
+        when there is one, else copied from the device (a wait for it) unless cont is unchanged
+        since the last forward."""
         blob = bottom[1]
         if not self._fused_allowed or bottom[0].count == 0 or recorded(blob._t):
-            return False
+            return None
         cont = blob.host_tensor()
         if cont is not None:
-            return self._cont_fusable(cont)
+            return self._cont_plan(cont)
         key = blob.data_version()
         if key is None or key != self._cont_key:
-            self._cont_ok = self._cont_fusable(blob.tensor)
+            self._plan = self._cont_plan(blob.tensor.cpu())
             self._cont_key = key
-        return self._cont_ok
+        return self._plan
 
-    def _cont_fusable(self, cont: torch.Tensor) -> bool:
-        ok = (cont[1:] == 1).all()
-        if self.fused_needs_binary_cont0:
-            ok = ok & ((cont[0] == 0) | (cont[0] == 1)).all()
-        return bool(ok)
+    def _cont_plan(self, cont: torch.Tensor) -> str | None:
+        c = cont.numpy() if cont.dtype in (torch.float32, torch.float64) else cont.double().numpy()
+        if not (c[1:] == 1).all():
+            return None
+        zero, one = c[0] == 0, c[0] == 1
+        if zero.all():
+            return "zero"
+        if one.all():
+            return "one"
+        if self.fused_needs_binary_cont0 and not (zero | one).all():
+            return None
+        return "mixed"
 
     def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         self._cache = self._fused_graph = None  # what the last backward needed
-        self._fused_last = self._fusable(bottom)
-        forward = self._forward_fused if self._fused_last else self._forward_loop
-        y, final = forward(bottom)
+        plan = self._fused_plan(bottom)
+        self._fused_last = plan is not None
+        y, final = (self._forward_fused(bottom, plan) if self._fused_last
+                    else self._forward_loop(bottom))
         top[0].tensor = y
         if self.expose_hidden:
             for t, s in zip(top[1:], final):
@@ -344,14 +366,14 @@ class RecurrentLayer(Layer):
         y, final, self._cache = self.recur(wx, cont, states)
         return y, final
 
-    def _forward_fused(self, bottom: Sequence[Blob]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _forward_fused(self, bottom: Sequence[Blob],
+                       plan: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         t_, n = self.T, self.N
         record = self._need_backward
         inputs = [bottom[0].tensor] + ([bottom[2].tensor] if self.static_input else [])
-        params = [b.tensor for b in self.blobs]
         if record:
             inputs = [v.detach().requires_grad_(True) for v in inputs]
-            params = [v.detach().requires_grad_(True) for v in params]
+        params = self._fused_params(record)
         with torch.set_grad_enabled(record):
             x = inputs[0].reshape(t_, n, self.K)
             w_ih = params[0]
@@ -359,8 +381,7 @@ class RecurrentLayer(Layer):
                 feat, w_feat = self._static_features(inputs[1], params[2])
                 x = torch.cat([x, feat.expand(t_, n, -1)], 2)
                 w_ih = torch.cat([w_ih, w_feat], 1)
-            cont0 = bottom[1].tensor[0].to(x.dtype).view(1, n, 1)
-            states = [cont0 * s for s in self._initial_states(bottom, x)]
+            states = self._fused_initial_states(bottom, x, plan)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_NOT_ONE_CHUNK)
                 y, final = self.recur_fused(x, w_ih, params, states, record)
@@ -369,6 +390,39 @@ class RecurrentLayer(Layer):
         self._fused_graph = (y, inputs + params)
         # a fresh top: layers downstream may change it in place, the graph may need y
         return y.detach().clone(), [s.detach() for s in final]
+
+    def _fused_params(self, record: bool) -> list[torch.Tensor]:
+        """The parameter tensors the fused kernel takes, in blob order; when ``record``,
+        leaves of autograd (kept while the blobs keep their tensors) whose gradients
+        ``_add_param_grads`` adds to the diffs."""
+        params = [b.tensor for b in self.blobs]
+        if not record:
+            return params
+        if stale(self._leaf_key, params):
+            self._leaves = [p.detach().requires_grad_(True) for p in params]
+            self._leaf_key = params
+        return self._leaves
+
+    def _add_param_grads(self, grads: Sequence[torch.Tensor]) -> None:
+        """Accumulate the gradients of the ``_fused_params`` leaves into the parameter diffs."""
+        torch._foreach_add_([p.diff_tensor for p in self.blobs], list(grads))
+
+    def _fused_initial_states(self, bottom: Sequence[Blob], like: torch.Tensor,
+                              plan: str) -> list[torch.Tensor]:
+        """The initial states (1, N, D) each, already multiplied by cont_0: zeros kept between
+        forwards when every cont_0 is 0, the states themselves when every one is 1."""
+        n, d = self.N, self.num_output
+        if plan == "zero":
+            zeros = self._zero_state
+            if (zeros is None or zeros.shape[1] != n or zeros.dtype != like.dtype
+                    or zeros.device != like.device):
+                zeros = self._zero_state = like.new_zeros(1, n, d)
+            return [zeros] * len(self.state_names)
+        states = [s.view(1, n, d) for s in self._initial_states(bottom, like)]
+        if plan == "one" and not self.expose_hidden:  # h0/c0 bottoms may be rewritten by NumPy
+            return states                             # before the backward: the kernel keeps hx
+        cont0 = bottom[1].tensor[0].to(like.dtype).view(1, n, 1)
+        return [cont0 * s for s in states]
 
     def _static_features(self, xs: torch.Tensor,
                          w_static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,7 +460,7 @@ class RecurrentLayer(Layer):
         n_in = 1 + self.static_input
         for j, g in zip((0, 2), grads[:n_in]):
             bottom[j].diff_tensor = g
-        torch._foreach_add_([p.diff_tensor for p in self.blobs], list(grads[n_in:]))
+        self._add_param_grads(grads[n_in:])
 
     def _backward_loop(self, top: Sequence[Blob], bottom: Sequence[Blob]) -> None:
         t_, n, d = self.T, self.N, self.num_output

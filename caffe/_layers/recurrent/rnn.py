@@ -57,7 +57,7 @@ class RNN(RecurrentLayer):
         b, w_hh, w_ho, b_o = params[1], *params[first:first + 3]
         hidden, h = torch.rnn_tanh(x, states[0], [w_ih, w_hh, b, self._zero_bias(b)], True,
                                    1, 0.0, train, False, False)
-        return _output(hidden, w_ho, b_o), [h[0]]
+        return _output(hidden, w_ho, b_o), [h]
 
     def recur_backward(self, dy: torch.Tensor, cont: torch.Tensor,
                        cache: tuple) -> tuple[torch.Tensor, torch.Tensor]:
