@@ -368,19 +368,42 @@ def _contrastive(mode: str) -> Spec:
     return Spec(fmt((n, c)) + " pairs", [a, b_, sim], twin)
 
 
+def _tied_scores(mode: str) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """Scores on a grid of 0.5 (as after a quantization or a ReLU), so that many items tie at
+    their maximum, where Caffe's rules decide: the twins of Accuracy and ArgMax must follow
+    them to pass the check (a plain ``argmax`` twin does not). Labels: an item's first maximum
+    for every other item (a tie there is wrong for Caffe, right for ``argmax == label``),
+    random for the rest."""
+    n, c = loss_shape(mode)
+    x = torch.round(randn(n, c) * 2) / 2
+    y = labels(n, c)
+    y[::2] = x[::2].argmax(1).float()
+    return fmt((n, c)), x, y
+
+
 @case("Accuracy")
 def _accuracy(mode: str) -> Spec:
-    size, x, y = _scores_and_labels(mode)
-    return Spec(size, [x, y],
-                lambda b, p: [(b[0].argmax(1) == b[1].long()).to(b[0].dtype).mean()])
+    size, x, y = _tied_scores(mode)
+
+    def twin(b, p):  # correct when at most top_k (1) classes score >= the true one
+        true = b[0].gather(1, b[1].long().unsqueeze(1))
+        return [((b[0] >= true).sum(1) <= 1).to(b[0].dtype).mean()]
+    return Spec(size + " tied scores", [x, y], twin,
+                note="twin: Caffe's rule in torch (a tie with the true class counts as wrong); "
+                "the plain (argmax == label).mean() gives another value on these scores")
 
 
 # ---------------------------------------------------------------------------------- utility
 @case("ArgMax")
 def _argmax(mode: str) -> Spec:
-    size, x, _ = _scores_and_labels(mode)
-    return Spec(size + " top_k=1", [x],
-                lambda b, p: [b[0].argmax(1).to(b[0].dtype).view(-1, 1, 1)])
+    size, x, _ = _tied_scores(mode)
+    last = x.shape[1] - 1  # of tied maxima Caffe reports the largest index
+
+    def twin(b, p):
+        return [(last - b[0].flip(1).argmax(1)).to(b[0].dtype).view(-1, 1, 1)]
+    return Spec(size + " tied scores top_k=1", [x], twin,
+                note="twin: argmax of the reversed scores (Caffe gives the largest index of "
+                "tied maxima; a plain argmax gives the smallest and fails the check here)")
 
 
 @case("BatchReindex")

@@ -52,3 +52,21 @@ def test_every_registered_type_has_a_case_or_a_reason():
 def test_unknown_type_is_refused():
     with pytest.raises(SystemExit, match="NoSuchLayer"):
         layer_speed.select_cases(["NoSuchLayer"])
+
+
+@pytest.mark.parametrize("type_name", ["Accuracy", "ArgMax"])
+def test_tie_rule_twins_are_checked_on_ties(type_name):
+    """Accuracy's and ArgMax's cases have tied maxima, so the check tells Caffe's tie rules
+    from a plain argmax: the case's twin passes it, a plain argmax twin does not."""
+    import torch
+
+    (case,) = layer_speed.select_cases([type_name])
+    bench = layer_speed.Bench(case, "tiny", torch.device("cpu"))
+    x = bench.x0[0]
+    assert ((x == x.amax(1, keepdim=True)).sum(1) > 1).any()
+    assert bench.verify() == ""
+    if type_name == "Accuracy":
+        bench.spec.twin = lambda b, p: [(b[0].argmax(1) == b[1].long()).float().mean()]
+    else:
+        bench.spec.twin = lambda b, p: [b[0].argmax(1).float().view(-1, 1, 1)]
+    assert "top 0" in bench.verify()

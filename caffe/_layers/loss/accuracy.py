@@ -47,6 +47,7 @@ class Accuracy(Layer):
             raise LayerSetupError(
                 f"Layer '{self.name}' (Accuracy): top_k {self.top_k} must be at most the number "
                 f"of classes {self.channels}")
+        self.all_dims = tuple(range(len(self.label_view)))
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((self.channels,))
@@ -64,7 +65,7 @@ class Accuracy(Layer):
         if valid is None and correct.numel() and not tracing():
             # every item counts: one kernel for the mean (ONNX has no mean of booleans)
             out = top[0].tensor
-            torch.mean(correct.view(-1), 0, dtype=out.dtype, out=out)
+            torch.mean(correct, self.all_dims, dtype=out.dtype, out=out)
         else:
             count: torch.Tensor | int = max(self.outer * self.inner, 1)
             if valid is not None:
