@@ -47,7 +47,8 @@ stage() {  # stage NAME SECONDS COMMAND...
 T="env NEOCAFFE_TEST_DEVICE=cuda $PY -m pytest -q --no-header -p no:cacheprovider"
 stage layers_cuda 100 $T tests/test_layers.py -k "not test_gradient" --maxfail=30
 stage gradients_cuda 100 $T tests/test_layers.py -k "test_gradient" --maxfail=30
-stage graph_precision_cuda 60 $T tests/gpu tests/precision tests/test_timer.py
+stage graph_precision_cuda 60 $T tests/gpu tests/precision tests/test_timer.py \
+  tests/layers_extra/test_recurrent_fused.py
 stage conformance_cuda 80 $PY benchmarks/gpu_conformance.py .conformance
 stage python_layers_cuda 30 $PY -m benchmarks.python_layer_copies --device cuda
 stage main_job_gpu 60 $PY -m caffe train -solver examples/mnist/lenet_solver.prototxt -gpu 0

@@ -14,7 +14,7 @@ import torch
 from google.protobuf import text_format
 
 import caffe
-from caffe._common import LOG
+from caffe._common import LOG, STATE
 from caffe.blob import Blob
 from caffe.errors import LayerSetupError
 from caffe.net import create_layer
@@ -35,6 +35,15 @@ def _layer(type_name: str, *, static: bool, expose: bool, debug: bool = False):
     lp.bottom.extend(["x", "cont"] + ["xs"] * static + [f"s{i}" for i in range(n_states)])
     lp.top.extend(["y"] + [f"t{i}" for i in range(n_states)])
     return create_layer(lp, caffe.TRAIN)
+
+
+def _device() -> torch.device:
+    """Where blobs live in the current mode (the GPU under NEOCAFFE_TEST_DEVICE=cuda)."""
+    return STATE.device
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(a).to(_device(), dtype)
 
 
 def _blob(a: np.ndarray, dtype: torch.dtype = torch.float64) -> Blob:
@@ -116,12 +125,12 @@ class _Pair:
             r = np.random.default_rng(seed)
             bottom, top = self.tops[id(layer)]
             for t in top:  # the hT/cT diffs must be ignored
-                t.diff_tensor = torch.from_numpy(r.uniform(-1, 1, t.shape)).to(self.dtype)
+                t.diff_tensor = _tensor(r.uniform(-1, 1, t.shape), self.dtype)
             for b in bottom:
-                b.diff_tensor = torch.full(b.shape, 7.0, dtype=self.dtype)
+                b.diff_tensor = torch.full(b.shape, 7.0, dtype=self.dtype, device=_device())
             if not self.set_up_diffs:
                 for p in layer.blobs:
-                    p.diff_tensor = torch.from_numpy(r.uniform(-1, 1, p.shape)).to(self.dtype)
+                    p.diff_tensor = _tensor(r.uniform(-1, 1, p.shape), self.dtype)
             for _ in range(times):
                 layer.Backward(top, [True] * len(bottom), bottom)
         self.set_up_diffs = True
