@@ -123,3 +123,48 @@ def test_label_reading_layers_never_wait_for_the_device(monkeypatch):
                 torch.cuda.set_sync_debug_mode("default")
     finally:
         caffe.set_mode_cpu()
+
+
+@cuda
+def test_lstm_hands_cudnn_one_weight_buffer_and_never_waits():
+    """On CUDA the fused LSTM keeps its reordered weights and zero second bias as views of one
+    buffer in cuDNN's layout, which torch.lstm takes as it is (no "not part of single
+    contiguous chunk" compaction); once cont has been read, a pass never waits for the
+    device."""
+    import warnings
+
+    from caffe.blob import Blob
+    from caffe.net import create_layer
+
+    caffe.set_mode_gpu()
+    try:
+        lp = caffe_pb2.LayerParameter(name="rec", type="LSTM", bottom=["x", "cont"], top=["h"])
+        text_format.Merge("recurrent_param { num_output: 6 weight_filler { type: 'gaussian' "
+                          "std: 0.3 } }", lp)
+        layer = create_layer(lp, caffe.TRAIN)
+        x, cont, top = Blob(5, 3, 4), Blob(5, 3), Blob()
+        x.tensor = torch.randn(5, 3, 4, device="cuda")
+        cont.tensor = torch.ones(5, 3, device="cuda")
+        cont.tensor[0] = 0
+        layer.SetUp([x, cont], [top])
+        top.diff_tensor = torch.ones(5, 3, 6, device="cuda")
+        step = [layer, [x, cont], [top], [True, False]]
+        ops = _device_ops_module()
+        ops._net_step(*step)  # reads cont once
+        assert layer._fused_last
+        w_ih, b, w_hh = layer._buffers
+        zero = layer._zero_bias(b)
+        assert len({t.untyped_storage().data_ptr() for t in (w_ih, b, w_hh, zero)}) == 1
+        states = (torch.zeros(1, 3, 6, device="cuda"),) * 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            torch.lstm(x.tensor, states, [w_ih, w_hh, b, zero], True, 1, 0.0, False, False,
+                       False)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            ops._net_step(*step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    finally:
+        caffe.set_mode_cpu()

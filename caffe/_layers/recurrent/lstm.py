@@ -79,7 +79,7 @@ class LSTM(RecurrentLayer):
         (autograd's leaves), refilled by one foreach copy."""
         blobs = [b.tensor for b in self.blobs]
         if stale(self._reorder_key, blobs):
-            self._buffers = [torch.empty_like(t).requires_grad_(True) for t in blobs]
+            self._buffers = self._kernel_buffers(blobs)
             self._into_buffers = (_gate_blocks(self._buffers, self.num_output, False),
                                   _gate_blocks(blobs, self.num_output, True))
             self._reorder_key = blobs
@@ -87,12 +87,36 @@ class LSTM(RecurrentLayer):
             torch._foreach_copy_(*self._into_buffers)
         return self._buffers
 
+    def _kernel_buffers(self, blobs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """New buffers shaped like the parameter blobs, and a new zero second bias. For cuDNN
+        (on CUDA, without a static input, whose weights are joined per call) W_x, W_h, b and
+        the zero bias become views of one buffer in cuDNN's layout, as nn.LSTM's
+        ``flatten_parameters`` makes its weights: torch.lstm then hands that buffer to cuDNN
+        as it is, instead of compacting the weights into a new one at every call."""
+        bufs = [torch.empty_like(t) for t in blobs]
+        zero = torch.zeros_like(blobs[1])
+        if not self.static_input and _cudnn_flattenable(zero):
+            from torch.backends.cudnn import rnn as cudnn_rnn
+            with torch.no_grad(), torch.cuda.device_of(zero):
+                torch._cudnn_rnn_flatten_weight(
+                    [bufs[0], bufs[2], bufs[1], zero], 4, self.K,
+                    cudnn_rnn.get_cudnn_mode("LSTM"), self.num_output, 0, 1, False, False)
+        self._zeros = zero  # what _zero_bias hands the kernel
+        return [b.requires_grad_(True) for b in bufs]
+
     def _add_param_grads(self, grads: Sequence[torch.Tensor]) -> None:
         diffs = [b.diff_tensor for b in self.blobs]
         if stale(self._diff_key, diffs):
             self._diff_pieces = _gate_blocks(diffs, self.num_output, False)
             self._diff_key = diffs
         torch._foreach_add_(self._diff_pieces, _gate_blocks(grads, self.num_output, True))
+
+
+def _cudnn_flattenable(t: torch.Tensor) -> bool:
+    """Whether torch runs its recurrent kernels on ``t`` with cuDNN, whose weights may then
+    share one buffer in cuDNN's layout."""
+    return (t.is_cuda and torch.backends.cudnn.is_acceptable(t)
+            and torch._use_cudnn_rnn_flatten_weight())
 
 
 def _gate_blocks(tensors: Sequence[torch.Tensor], d: int, swap: bool) -> list[torch.Tensor]:
