@@ -126,11 +126,12 @@ def test_label_reading_layers_never_wait_for_the_device(monkeypatch):
 
 
 @cuda
-def test_lstm_hands_cudnn_one_weight_buffer_and_never_waits():
-    """On CUDA the fused LSTM keeps its reordered weights and zero second bias as views of one
-    buffer in cuDNN's layout, which torch.lstm takes as it is (no "not part of single
-    contiguous chunk" compaction); once cont has been read, a pass never waits for the
-    device."""
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_recurrent_layers_hand_cudnn_one_weight_buffer_and_never_wait(kind):
+    """On CUDA the fused LSTM and RNN keep their kernel weights (LSTM's reordered) and zero
+    second bias as views of one buffer in cuDNN's layout, which torch takes as it is (no "not
+    part of single contiguous chunk" compaction); once cont has been read, a pass never waits
+    for the device."""
     import warnings
 
     from caffe.blob import Blob
@@ -138,7 +139,7 @@ def test_lstm_hands_cudnn_one_weight_buffer_and_never_waits():
 
     caffe.set_mode_gpu()
     try:
-        lp = caffe_pb2.LayerParameter(name="rec", type="LSTM", bottom=["x", "cont"], top=["h"])
+        lp = caffe_pb2.LayerParameter(name="rec", type=kind, bottom=["x", "cont"], top=["h"])
         text_format.Merge("recurrent_param { num_output: 6 weight_filler { type: 'gaussian' "
                           "std: 0.3 } }", lp)
         layer = create_layer(lp, caffe.TRAIN)
@@ -152,14 +153,18 @@ def test_lstm_hands_cudnn_one_weight_buffer_and_never_waits():
         ops = _device_ops_module()
         ops._net_step(*step)  # reads cont once
         assert layer._fused_last
-        w_ih, b, w_hh = layer._buffers
+        w_ih, b, w_hh = layer._params[:3]
         zero = layer._zero_bias(b)
         assert len({t.untyped_storage().data_ptr() for t in (w_ih, b, w_hh, zero)}) == 1
-        states = (torch.zeros(1, 3, 6, device="cuda"),) * 2
+        h0 = torch.zeros(1, 3, 6, device="cuda")
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            torch.lstm(x.tensor, states, [w_ih, w_hh, b, zero], True, 1, 0.0, False, False,
-                       False)
+            if kind == "LSTM":
+                torch.lstm(x.tensor, (h0, h0), [w_ih, w_hh, b, zero], True, 1, 0.0, False,
+                           False, False)
+            else:
+                torch.rnn_tanh(x.tensor, h0, [w_ih, w_hh, b, zero], True, 1, 0.0, False,
+                               False, False)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:

@@ -223,19 +223,21 @@ def test_parameter_writes_between_forwards_are_seen(type_name):
         pair.backward(rng)
 
 
-def test_lstm_weights_for_cudnn_share_one_buffer(monkeypatch):
-    """On CUDA the LSTM's reordered weights and its zero second bias are made views of one
-    buffer in cuDNN's layout by torch's flatten op (tests/gpu checks the real one). Emulated on
-    the CPU: the copies into the buffers must be set up after the flattening moved them, or
-    the kernel would read stale weights and the results would differ from the loop's."""
+@pytest.mark.parametrize("type_name", TYPES)
+def test_weights_for_cudnn_share_one_buffer(type_name, monkeypatch):
+    """On CUDA the kernel's weights W_x, W_h, b (LSTM's reordered) and the zero second bias
+    are made views of one buffer in cuDNN's layout by torch's flatten op (tests/gpu checks
+    the real one). Emulated on the CPU: the copies into the buffers must be set up after the
+    flattening moved them, or the kernel would read stale weights and the results would
+    differ from the loop's."""
     from torch.backends.cudnn import rnn as cudnn_rnn
 
-    from caffe._layers.recurrent import lstm
+    from caffe._layers.recurrent import recurrent_base
 
     calls = []
 
     def flatten(weights, stride0, input_size, mode, hidden, proj, layers, batch_first, bidir):
-        calls.append((stride0, input_size, hidden, [tuple(w.shape) for w in weights]))
+        calls.append((stride0, input_size, hidden, mode, [tuple(w.shape) for w in weights]))
         flat = torch.zeros(sum(w.numel() for w in weights), dtype=weights[0].dtype)
         offset = 0
         for w in weights:
@@ -244,19 +246,21 @@ def test_lstm_weights_for_cudnn_share_one_buffer(monkeypatch):
             offset += w.numel()
         return flat
 
-    monkeypatch.setattr(lstm, "_cudnn_flattenable", lambda t: True)
+    monkeypatch.setattr(recurrent_base, "_cudnn_flattenable", lambda t: True)
     monkeypatch.setattr(torch, "_cudnn_rnn_flatten_weight", flatten)
-    monkeypatch.setattr(cudnn_rnn, "get_cudnn_mode", lambda mode: 2)
+    monkeypatch.setattr(cudnn_rnn, "get_cudnn_mode", lambda mode: mode)
     rng = np.random.default_rng(17)
-    pair = _Pair("LSTM")
+    pair = _Pair(type_name)
     for _ in range(2):
         pair.forward(rng, np.array([[0.0, 1.0], [1.0, 1.0]]))
         pair.backward(rng)
-    assert calls == [(4, K, D, [(4 * D, K), (4 * D, D), (4 * D,), (4 * D,)])]
+    g = 4 * D if type_name == "LSTM" else D
+    mode = "LSTM" if type_name == "LSTM" else "RNN_TANH"
+    assert calls == [(4, K, D, mode, [(g, K), (g, D), (g,), (g,)])]
     layer = pair.fused
-    zero = layer._zero_bias(layer._buffers[1])
-    storages = {t.untyped_storage().data_ptr() for t in [*layer._buffers, zero]}
-    assert len(storages) == 1 and not zero.any()
+    kernel = [layer._params[i] for i in (0, 1, 2)] + [layer._zero_bias(layer._params[1])]
+    assert len({t.untyped_storage().data_ptr() for t in kernel}) == 1
+    assert not kernel[-1].any()
 
 
 @pytest.mark.parametrize("type_name", TYPES)

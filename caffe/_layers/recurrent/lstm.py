@@ -13,15 +13,12 @@ writes, when the fused ``torch.lstm`` path runs instead of the loop over time)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from caffe._layers.recurrent.recurrent_base import (
     RecurrentLayer,
     lstm_cell_backward,
     lstm_cell_forward,
-    stale,
 )
 from caffe.registry import register_layer
 
@@ -33,10 +30,8 @@ class LSTM(RecurrentLayer):
     max_bottom_blobs = 5
     max_top_blobs = 3
     fused_needs_binary_cont0 = True
-    #: the parameter tensors the reordered buffers were last made for
-    _reorder_key: list[torch.Tensor] | None = None
-    #: the diff tensors whose pieces the gradients were last added to
-    _diff_key: list[torch.Tensor] | None = None
+    reorders_rows = True
+    cudnn_mode = "LSTM"
 
     def recur(self, wx: torch.Tensor, cont: torch.Tensor,
               states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
@@ -73,58 +68,13 @@ class LSTM(RecurrentLayer):
                              False, False)
         return y, [h, c]
 
-    def _fused_params(self, record: bool) -> list[torch.Tensor]:
-        """Every parameter blob has the 4D gate rows in Caffe's order i, f, o, g; torch's
-        kernel takes i, f, g, o. The reordered copies live in buffers kept between forwards
-        (autograd's leaves), refilled by one foreach copy."""
-        blobs = [b.tensor for b in self.blobs]
-        if stale(self._reorder_key, blobs):
-            self._buffers = self._kernel_buffers(blobs)
-            self._into_buffers = (_gate_blocks(self._buffers, self.num_output, False),
-                                  _gate_blocks(blobs, self.num_output, True))
-            self._reorder_key = blobs
-        with torch.no_grad():
-            torch._foreach_copy_(*self._into_buffers)
-        return self._buffers
-
-    def _kernel_buffers(self, blobs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """New buffers shaped like the parameter blobs, and a new zero second bias. For cuDNN
-        (on CUDA, without a static input, whose weights are joined per call) W_x, W_h, b and
-        the zero bias become views of one buffer in cuDNN's layout, as nn.LSTM's
-        ``flatten_parameters`` makes its weights: torch.lstm then hands that buffer to cuDNN
-        as it is, instead of compacting the weights into a new one at every call."""
-        bufs = [torch.empty_like(t) for t in blobs]
-        zero = torch.zeros_like(blobs[1])
-        if not self.static_input and _cudnn_flattenable(zero):
-            from torch.backends.cudnn import rnn as cudnn_rnn
-            with torch.no_grad(), torch.cuda.device_of(zero):
-                torch._cudnn_rnn_flatten_weight(
-                    [bufs[0], bufs[2], bufs[1], zero], 4, self.K,
-                    cudnn_rnn.get_cudnn_mode("LSTM"), self.num_output, 0, 1, False, False)
-        self._zeros = zero  # what _zero_bias hands the kernel
-        return [b.requires_grad_(True) for b in bufs]
-
-    def _add_param_grads(self, grads: Sequence[torch.Tensor]) -> None:
-        diffs = [b.diff_tensor for b in self.blobs]
-        if stale(self._diff_key, diffs):
-            self._diff_pieces = _gate_blocks(diffs, self.num_output, False)
-            self._diff_key = diffs
-        torch._foreach_add_(self._diff_pieces, _gate_blocks(grads, self.num_output, True))
-
-
-def _cudnn_flattenable(t: torch.Tensor) -> bool:
-    """Whether torch runs its recurrent kernels on ``t`` with cuDNN, whose weights may then
-    share one buffer in cuDNN's layout."""
-    return (t.is_cuda and torch.backends.cudnn.is_acceptable(t)
-            and torch._use_cudnn_rnn_flatten_weight())
-
-
-def _gate_blocks(tensors: Sequence[torch.Tensor], d: int, swap: bool) -> list[torch.Tensor]:
-    """Views of each tensor's 4D gate rows as 3 pieces: rows [0, 2D), then [2D, 3D) and
-    [3D, 4D), or with ``swap`` those two the other way round. Paired piece by piece, a plain
-    and a swapped list take Caffe's gate order i, f, o, g to torch's i, f, g, o and back."""
-    pieces: list[torch.Tensor] = []
-    for t in tensors:
-        first, third, fourth = t.split_with_sizes((2 * d, d, d))
-        pieces += (first, fourth, third) if swap else (first, third, fourth)
-    return pieces
+    def row_pieces(self, tensors: list[torch.Tensor], swap: bool) -> list[torch.Tensor]:
+        """Each parameter blob has the 4D gate rows in Caffe's order i, f, o, g; torch's
+        kernel takes i, f, g, o. Views of each tensor as 3 pieces: rows [0, 2D), then [2D, 3D)
+        and [3D, 4D), or with ``swap`` those two the other way round."""
+        d = self.num_output
+        pieces: list[torch.Tensor] = []
+        for t in tensors:
+            first, third, fourth = t.split_with_sizes((2 * d, d, d))
+            pieces += (first, fourth, third) if swap else (first, third, fourth)
+        return pieces

@@ -59,6 +59,8 @@ from caffe.layer import Layer
 from caffe.proto import caffe_pb2
 
 Acts = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+#: (destination pieces, source pieces) of a foreach copy
+Copies = tuple[list[torch.Tensor], list[torch.Tensor]]
 
 #: torch's warning on CUDA about weights that are not one flat buffer (ours never are)
 _NOT_ONE_CHUNK = "RNN module weights are not part of single contiguous chunk of memory"
@@ -100,6 +102,13 @@ def lstm_cell_backward(dc: torch.Tensor, dh: torch.Tensor, c_prev: torch.Tensor,
     return dc_total * f, dgates
 
 
+def _cudnn_flattenable(t: torch.Tensor) -> bool:
+    """Whether torch runs its recurrent kernels on ``t``'s device and dtype with cuDNN, whose
+    weights may then share one buffer in cuDNN's layout."""
+    return (t.is_cuda and torch.backends.cudnn.is_acceptable(t)
+            and torch._use_cudnn_rnn_flatten_weight())
+
+
 def stale(key: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> bool:
     """Whether what was made from the tensors ``key`` (views, copies) was not made from
     ``tensors``: a blob's tensor replaced, or first use."""
@@ -126,6 +135,10 @@ class RecurrentLayer(Layer):
     fused_needs_binary_cont0 = False
     #: private switch: False always takes the loop path (tests compare the two)
     _fused_allowed = True
+    #: whether the fused kernel takes the parameter rows in another order than Caffe's
+    reorders_rows = False
+    #: the kernel's mode for cuDNN's weight layout
+    cudnn_mode = "RNN_TANH"
 
     # ------------------------------------------------------------------ subclass hooks
     def extra_blob_specs(self) -> list[tuple[tuple[int, ...], caffe_pb2.FillerParameter]]:
@@ -192,7 +205,8 @@ class RecurrentLayer(Layer):
         self._plan: str | None = None  # the fused plan found then
         self._zeros: torch.Tensor | None = None
         self._zero_state: torch.Tensor | None = None
-        self._leaf_key: list[torch.Tensor] | None = None  # the blob tensors _leaves alias
+        self._param_key: list[torch.Tensor] | None = None  # the blob tensors _params are for
+        self._diff_key: list[torch.Tensor] | None = None  # the diffs _diff_pieces are of
         if self.blobs:
             return
         g = self.gate_mult * self.num_output
@@ -374,7 +388,7 @@ class RecurrentLayer(Layer):
         inputs = [bottom[0].tensor] + ([bottom[2].tensor] if self.static_input else [])
         if record:
             inputs = [v.detach().requires_grad_(True) for v in inputs]
-        params = self._fused_params(record)
+        params = self._fused_params()
         with torch.set_grad_enabled(record):
             x = inputs[0].reshape(t_, n, self.K)
             w_ih = params[0]
@@ -392,21 +406,57 @@ class RecurrentLayer(Layer):
         # a fresh top: layers downstream may change it in place, the graph may need y
         return y.detach().clone(), [s.detach() for s in final]
 
-    def _fused_params(self, record: bool) -> list[torch.Tensor]:
-        """The parameter tensors the fused kernel takes, in blob order; when ``record``,
-        leaves of autograd (kept while the blobs keep their tensors) whose gradients
-        ``_add_param_grads`` adds to the diffs."""
-        params = [b.tensor for b in self.blobs]
-        if not record:
-            return params
-        if stale(self._leaf_key, params):
-            self._leaves = [p.detach().requires_grad_(True) for p in params]
-            self._leaf_key = params
-        return self._leaves
+    def _fused_params(self) -> list[torch.Tensor]:
+        """The parameter tensors the fused kernel takes, in blob order: autograd's leaves
+        (kept while the blobs keep their tensors), whose gradients ``_add_param_grads`` adds
+        to the diffs. Buffers are refilled from the blobs by one foreach copy."""
+        blobs = [b.tensor for b in self.blobs]
+        if stale(self._param_key, blobs):
+            self._params, self._copies = self._kernel_params(blobs)
+            self._param_key = blobs
+        if self._copies[0]:
+            with torch.no_grad():
+                torch._foreach_copy_(*self._copies)
+        return self._params
+
+    def _kernel_params(self, blobs: list[torch.Tensor]) -> tuple[list[torch.Tensor], Copies]:
+        """New leaves for the parameter blobs, and the pieces to copy from the blobs into them
+        at every forward: a leaf is a buffer when the kernel takes the blob's rows in another
+        order (``row_pieces``) or when cuDNN runs the kernel (on CUDA, without a static input,
+        whose weights are joined per call); else it aliases the blob. For cuDNN, W_x, W_h, b
+        and a zero second bias become views of one buffer in cuDNN's layout, as nn.LSTM's
+        ``flatten_parameters`` makes its weights: torch then hands that buffer to cuDNN as it
+        is, instead of compacting the weights into a new one at every call."""
+        w_h = 2 + self.static_input
+        zero = torch.zeros_like(blobs[1])
+        flat = not self.static_input and _cudnn_flattenable(zero)
+        copied = range(len(blobs)) if self.reorders_rows else (0, 1, w_h) if flat else ()
+        params = [torch.empty_like(t) if i in copied else t.detach() for i, t in enumerate(blobs)]
+        if flat:
+            from torch.backends.cudnn import rnn as cudnn_rnn
+            with torch.no_grad(), torch.cuda.device_of(zero):
+                torch._cudnn_rnn_flatten_weight(
+                    [params[0], params[w_h], params[1], zero], 4, self.K,
+                    cudnn_rnn.get_cudnn_mode(self.cudnn_mode), self.num_output, 0, 1, False,
+                    False)
+        self._zeros = zero  # what _zero_bias hands the kernel
+        copies = (self.row_pieces([params[i] for i in copied], False),
+                  self.row_pieces([blobs[i] for i in copied], True))
+        return [p.requires_grad_(True) for p in params], copies
+
+    def row_pieces(self, tensors: list[torch.Tensor], swap: bool) -> list[torch.Tensor]:
+        """Pieces of parameter-shaped tensors: paired piece by piece, a plain list and a
+        ``swap`` one take Caffe's row order to the kernel's and back. The tensors themselves
+        where the two orders agree (RNN)."""
+        return list(tensors)
 
     def _add_param_grads(self, grads: Sequence[torch.Tensor]) -> None:
         """Accumulate the gradients of the ``_fused_params`` leaves into the parameter diffs."""
-        torch._foreach_add_([p.diff_tensor for p in self.blobs], list(grads))
+        diffs = [b.diff_tensor for b in self.blobs]
+        if stale(self._diff_key, diffs):
+            self._diff_pieces = self.row_pieces(diffs, False)
+            self._diff_key = diffs
+        torch._foreach_add_(self._diff_pieces, self.row_pieces(list(grads), True))
 
     def _fused_initial_states(self, bottom: Sequence[Blob], like: torch.Tensor,
                               plan: str) -> list[torch.Tensor]:
