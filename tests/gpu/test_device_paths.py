@@ -154,7 +154,7 @@ def test_recurrent_layers_hand_cudnn_one_weight_buffer_and_never_wait(kind):
         ops._net_step(*step)  # reads cont once
         assert layer._fused_last
         w_ih, b, w_hh = layer._params[:3]
-        zero = layer._zero_bias(b)
+        zero = layer._zero_bias
         assert len({t.untyped_storage().data_ptr() for t in (w_ih, b, w_hh, zero)}) == 1
         h0 = torch.zeros(1, 3, 6, device="cuda")
         with warnings.catch_warnings():

@@ -258,7 +258,7 @@ def test_weights_for_cudnn_share_one_buffer(type_name, monkeypatch):
     mode = "LSTM" if type_name == "LSTM" else "RNN_TANH"
     assert calls == [(4, K, D, mode, [(g, K), (g, D), (g,), (g,)])]
     layer = pair.fused
-    kernel = [layer._params[i] for i in (0, 1, 2)] + [layer._zero_bias(layer._params[1])]
+    kernel = [layer._params[i] for i in (0, 1, 2)] + [layer._zero_bias]
     assert len({t.untyped_storage().data_ptr() for t in kernel}) == 1
     assert not kernel[-1].any()
 

@@ -64,7 +64,7 @@ class LSTM(RecurrentLayer):
                     states: list[torch.Tensor],
                     train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, w_hc = params[1], params[2 + self.static_input]
-        y, h, c = torch.lstm(x, states, [w_ih, w_hc, b, self._zero_bias(b)], True, 1, 0.0, train,
+        y, h, c = torch.lstm(x, states, [w_ih, w_hc, b, self._zero_bias], True, 1, 0.0, train,
                              False, False)
         return y, [h, c]
 

@@ -203,7 +203,7 @@ class RecurrentLayer(Layer):
         self._fused_graph: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self._cont_key: tuple | None = None  # cont's data_version at the last device check
         self._plan: str | None = None  # the fused plan found then
-        self._zeros: torch.Tensor | None = None
+        self._zero_bias: torch.Tensor | None = None  # the kernels' second bias (Caffe has one)
         self._zero_state: torch.Tensor | None = None
         self._param_key: list[torch.Tensor] | None = None  # the blob tensors _params are for
         self._diff_key: list[torch.Tensor] | None = None  # the diffs _diff_pieces are of
@@ -312,14 +312,6 @@ class RecurrentLayer(Layer):
         b = self.blobs
         w_static = b[2].tensor if self.static_input else None
         return b[0].tensor, b[1].tensor, w_static, b[2 + self.static_input].tensor
-
-    def _zero_bias(self, like: torch.Tensor) -> torch.Tensor:
-        """Zeros shaped like the bias ``like``: the second bias the fused kernels take (Caffe
-        has one), kept between forwards (nothing writes to it)."""
-        z = self._zeros
-        if z is None or z.shape != like.shape or z.dtype != like.dtype or z.device != like.device:
-            z = self._zeros = torch.zeros_like(like)
-        return z
 
     def _fused_plan(self, bottom: Sequence[Blob]) -> str | None:
         """Whether the fused path computes what Caffe does (see the module docstring): None
@@ -439,7 +431,7 @@ class RecurrentLayer(Layer):
                     [params[0], params[w_h], params[1], zero], 4, self.K,
                     cudnn_rnn.get_cudnn_mode(self.cudnn_mode), self.num_output, 0, 1, False,
                     False)
-        self._zeros = zero  # what _zero_bias hands the kernel
+        self._zero_bias = zero
         copies = (self.row_pieces([params[i] for i in copied], False),
                   self.row_pieces([blobs[i] for i in copied], True))
         return [p.requires_grad_(True) for p in params], copies

@@ -55,7 +55,7 @@ class RNN(RecurrentLayer):
                     train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         first = 2 + self.static_input
         b, w_hh, w_ho, b_o = params[1], *params[first:first + 3]
-        hidden, h = torch.rnn_tanh(x, states[0], [w_ih, w_hh, b, self._zero_bias(b)], True,
+        hidden, h = torch.rnn_tanh(x, states[0], [w_ih, w_hh, b, self._zero_bias], True,
                                    1, 0.0, train, False, False)
         return _output(hidden, w_ho, b_o), [h]
 
