@@ -124,13 +124,18 @@ def fill_(t: torch.Tensor, fp: caffe_pb2.FillerParameter) -> torch.Tensor:
     generator on the CPU (a contiguous float32 tensor gets make_filled's numbers), with the
     device's generator elsewhere (seeded by ``caffe.set_random_seed`` too, but its numbers
     differ from the CPU's). For data refilled often (DummyData); weights use ``fill``."""
-    shape = tuple(t.shape)
-    _check(fp, shape)
+    _check(fp, tuple(t.shape))
+    return refill_(t, fp)
+
+
+def refill_(t: torch.Tensor, fp: caffe_pb2.FillerParameter) -> torch.Tensor:
+    """``fill_`` without its checks of ``fp``, for a filler already checked against ``t``'s
+    shape (DummyData checks at setup, then refills at every forward)."""
     if t.device.type != "cpu":
         return _draw(t, fp, generator_for(t.device))
     if _draws_like_make_filled(t):
         return _draw(t, fp, STATE.generator)
-    return t.copy_(make_filled(fp, shape))
+    return t.copy_(make_filled(fp, tuple(t.shape)))
 
 
 def fill(blob: Blob, fp: caffe_pb2.FillerParameter) -> None:

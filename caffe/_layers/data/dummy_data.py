@@ -8,7 +8,7 @@ top; the legacy num/channels/height/width lists are accepted too."""
 from __future__ import annotations
 
 from caffe.errors import LayerSetupError
-from caffe.fillers import fill, fill_
+from caffe.fillers import fill, refill_
 from caffe.layer import Layer
 from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
@@ -52,7 +52,8 @@ class DummyData(Layer):
         else:
             fillers = [p.data_filler[i if len(p.data_filler) > 1 else 0] for i in range(n)]
         self.fillers = fillers
-        self.refill = [f.type != "constant" for f in fillers]
+        # the tops drawn again at every forward, with their fillers (checked by fill here)
+        self.refilled = [(i, f) for i, f in enumerate(fillers) if f.type != "constant"]
         for t, shape, f in zip(top, shapes, fillers):
             t.reshape(shape)
             fill(t, f)
@@ -61,6 +62,5 @@ class DummyData(Layer):
         """Shapes are fixed at setup."""
 
     def forward(self, bottom, top):
-        for t, f, again in zip(top, self.fillers, self.refill):
-            if again:
-                fill_(t.tensor, f)
+        for i, f in self.refilled:
+            refill_(top[i].tensor, f)
