@@ -109,7 +109,7 @@ def _cudnn_flattenable(t: torch.Tensor) -> bool:
             and torch._use_cudnn_rnn_flatten_weight())
 
 
-def stale(key: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> bool:
+def _stale(key: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> bool:
     """Whether what was made from the tensors ``key`` (views, copies) was not made from
     ``tensors``: a blob's tensor replaced, or first use."""
     return key is None or len(key) != len(tensors) or any(a is not b for a, b in zip(key, tensors))
@@ -403,7 +403,7 @@ class RecurrentLayer(Layer):
         (kept while the blobs keep their tensors), whose gradients ``_add_param_grads`` adds
         to the diffs. Buffers are refilled from the blobs by one foreach copy."""
         blobs = [b.tensor for b in self.blobs]
-        if stale(self._param_key, blobs):
+        if _stale(self._param_key, blobs):
             self._params, self._copies = self._kernel_params(blobs)
             self._param_key = blobs
         if self._copies[0]:
@@ -445,7 +445,7 @@ class RecurrentLayer(Layer):
     def _add_param_grads(self, grads: Sequence[torch.Tensor]) -> None:
         """Accumulate the gradients of the ``_fused_params`` leaves into the parameter diffs."""
         diffs = [b.diff_tensor for b in self.blobs]
-        if stale(self._diff_key, diffs):
+        if _stale(self._diff_key, diffs):
             self._diff_pieces = self.row_pieces(diffs, False)
             self._diff_key = diffs
         torch._foreach_add_(self._diff_pieces, self.row_pieces(list(grads), True))
