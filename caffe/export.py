@@ -129,6 +129,10 @@ class NetModule(nn.Module):
             self._param_blobs.append((blob, attr))
         self.input_names = list(net.inputs)
         self.output_names = list(net.outputs)
+        # inputs a layer computes in place on: the net gets a copy, the caller's tensor stays
+        self._written_inputs = {name for name in self.input_names for layer in net._layer_names
+                                if name in net.bottom_names[layer]
+                                and name in net.top_names[layer]}
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         net = self.net
@@ -143,7 +147,8 @@ class NetModule(nn.Module):
             if tracing() or tuple(x.shape) != blob.shape:
                 blob.reshape(*x.shape)
                 reshape = True
-            blob.tensor = x.to(device=blob.tensor.device, dtype=blob.tensor.dtype)
+            x = x.to(device=blob.tensor.device, dtype=blob.tensor.dtype)
+            blob.tensor = x.clone() if name in self._written_inputs else x
         if reshape:
             net.reshape()
         net._forward(compute_loss=False)

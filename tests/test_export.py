@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from google.protobuf import text_format
 
 import caffe
 from caffe import export
@@ -110,6 +111,47 @@ def test_pt2_file_runs_with_plain_torch(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.pt2", "x.npy", "y.npy"]
 
 
+#: layers that deploy nets run in place (top = bottom), with a parameter text
+IN_PLACE = {
+    "ReLU": "relu_param { negative_slope: 0.1 }", "PReLU": "",
+    "PReLU shared": "prelu_param { channel_shared: true }", "ELU": "", "Sigmoid": "",
+    "TanH": "", "Power": "power_param { power: 2 scale: 0.5 shift: 1 }", "Exp": "", "Log": "",
+    "BNLL": "", "Threshold": "", "Clip": "clip_param { min: 0.5 max: 1.5 }", "Swish": "",
+    "Dropout": "", "BatchNorm": "", "Scale": "scale_param { bias_term: true }", "Bias": "",
+}
+
+
+@pytest.mark.parametrize("kind", list(IN_PLACE))
+def test_layers_computing_in_place_export(kind):
+    """As in MTCNN's PReLUs or ResNet's BatchNorm + Scale pairs: the in-place forward (whose
+    out= kernels autograd refuses while the export traces it) gives the net's numbers."""
+    text = f"""
+        layer {{ name: "in" type: "Input" top: "x"
+                 input_param {{ shape {{ dim: 2 dim: 3 dim: 4 dim: 5 }} }} }}
+        layer {{ name: "pre" type: "AbsVal" bottom: "x" top: "y" }}
+        layer {{ name: "l" type: "{kind.split()[0]}" bottom: "y" top: "y" {IN_PLACE[kind]} }}"""
+    net = caffe.Net(text_format.Parse(text, caffe_pb2.NetParameter()), caffe.TEST)
+    rng = np.random.default_rng(3)
+    for blob in net.params.get("l", []):
+        blob.data[...] = rng.uniform(0.5, 1.5, blob.shape)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    expected = net.forward()["y"].copy()
+    got = export.to_torch(net, [x]).module()(torch.from_numpy(x))[0]
+    np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_layer_in_place_on_an_input_leaves_the_callers_tensor():
+    text = """
+        layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "l" type: "Power" bottom: "x" top: "x" power_param { scale: 2 } }"""
+    net = caffe.Net(text_format.Parse(text, caffe_pb2.NetParameter()), caffe.TEST)
+    x = torch.ones(2, 3)
+    for module in (export.NetModule(net), export.to_torch(net, [x.numpy()]).module()):
+        (y,) = module(x)
+        assert y.tolist() == [[2.0] * 3] * 2 and x.tolist() == [[1.0] * 3] * 2
+
+
 @pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")  # inside torch.onnx
 def test_onnx_file_runs_in_onnx_runtime(tmp_path):
     pytest.importorskip("onnxscript")
@@ -125,6 +167,26 @@ def test_onnx_file_runs_in_onnx_runtime(tmp_path):
     assert [o.name for o in session.get_outputs()] == ["prob"]
     got = session.run(None, {"data": x})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")  # inside torch.onnx
+def test_real_model_with_in_place_prelus_runs_in_onnx_runtime(tmp_path):
+    """MTCNN's P-Net (a V2 deploy net with a legacy input header, PReLUs in place, two
+    outputs) with its trained weights, at a dynamic batch."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    folder = "tests/data/legacy/mtcnn"
+    net = caffe.Net(f"{folder}/det1.prototxt", caffe.TEST, weights=f"{folder}/det1.caffemodel")
+    x = np.random.default_rng(4).standard_normal(net.blobs["data"].shape).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    expected = {k: v.copy() for k, v in net.forward().items()}
+    export.to_onnx(net, str(tmp_path / "det1.onnx"), [x], dynamic_batch=True)
+    session = ort.InferenceSession(str(tmp_path / "det1.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {"data": x})
+    assert [o.name for o in session.get_outputs()] == net.outputs
+    for name, g in zip(net.outputs, got):
+        np.testing.assert_allclose(g, expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")  # inside torch.onnx

@@ -101,13 +101,20 @@ def affine_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None) ->
     """``x = x * scale (+ shift)`` in ``x``'s memory, broadcasting ``scale`` and ``shift``. On a
     GPU one ``addcmul`` pass (the pass is memory-bound: a second one costs as much again); on
     the CPU a ``mul_`` and an ``add_``, which measured faster there than one broadcasting
-    ``addcmul``."""
+    ``addcmul``; the two steps too while autograd records them (an export), as it takes no
+    out= arguments."""
     if shift is None:
         x.mul_(scale)
-    elif x.is_cuda:
+    elif x.is_cuda and not records(x, scale, shift):
         torch.addcmul(shift, x, scale, out=x)
     else:
         x.mul_(scale).add_(shift)
+
+
+def records(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an op on ``tensors`` (one of them requires grad, as the
+    parameters of a net being exported do): such an op may not take an out= argument."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def keep_copy(buffer: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

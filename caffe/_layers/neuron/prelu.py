@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from caffe._layers.base import NeuronLayer
-from caffe._layers.neuron._operand import keep_copy
+from caffe._layers.neuron._operand import keep_copy, records
 from caffe.errors import LayerSetupError
 from caffe.fillers import fill
 from caffe.proto import caffe_pb2
@@ -55,13 +55,15 @@ class PReLU(NeuronLayer):
         return a.reshape(()) if self.channel_shared else a.reshape((1, -1) + (1,) * (ndim - 2))
 
     def forward(self, bottom, top):
-        x = bottom[0].tensor
-        if top[0] is bottom[0]:
+        x, a = bottom[0].tensor, self.blobs[0].tensor
+        in_place = top[0] is bottom[0]
+        if in_place:
             self._saved = saved = keep_copy(self._saved, x)
+        if in_place and not records(x, a):
             x.mul_(self._slope(x.dim()))
             torch.where(saved > 0, saved, x, out=x)
         else:
-            top[0].tensor = F.prelu(x, self.blobs[0].tensor.reshape(-1))
+            top[0].tensor = F.prelu(x, a.reshape(-1))
 
     def backward(self, top, propagate_down, bottom):
         want_da = self._param_propagate_down[0]
