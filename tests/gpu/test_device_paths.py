@@ -51,6 +51,28 @@ def test_in_place_batchnorm_and_scale_match_the_cpu():
         caffe.set_mode_cpu()
 
 
+@cuda
+def test_in_place_batchnorm_and_scale_export_on_the_gpu():
+    """The one-pass GPU affine writes with out=, which autograd refuses while an export
+    traces the net (its Scale weights are Parameters there): it must take the two-step form."""
+    from caffe import export
+
+    try:
+        expected = _run("gpu")
+        net = caffe.Net(text_format.Parse(BN_SCALE, caffe_pb2.NetParameter()), caffe.TEST)
+        rng = np.random.default_rng(5)
+        for name, values in (("bn", [rng.standard_normal(3), rng.random(3) + 0.5, [2.0]]),
+                             ("scale", [rng.standard_normal(3), rng.standard_normal(3)]),
+                             ("scale2", [rng.standard_normal(3), rng.standard_normal(3)])):
+            for blob, v in zip(net.params[name], values):
+                blob.data[...] = v
+        x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+        (got,) = export.to_torch(net, [x]).module()(torch.from_numpy(x))
+        np.testing.assert_allclose(got.detach().cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+    finally:
+        caffe.set_mode_cpu()
+
+
 RECURRENT = """
 force_backward: true
 layer { name: "data" type: "Input" top: "x" top: "cont"
