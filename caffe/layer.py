@@ -14,6 +14,7 @@ honouring ``propagate_down`` and loss weights.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Sequence
 from typing import ClassVar
@@ -351,6 +352,7 @@ class Layer:
                    in enumerate(zip(self.blobs, self._param_propagate_down)) if need]
         leaves = []
         swapped = []
+        in_place = False
         for blob, is_param, index in inputs:
             orig = blob.tensor
             leaf = orig.detach().requires_grad_(True)
@@ -359,12 +361,13 @@ class Layer:
                 # differentiable copy of the leaf and nothing is restored afterwards
                 with torch.enable_grad():
                     blob._t = leaf.clone()
+                in_place = True
             else:
                 blob._t = leaf
                 swapped.append((blob, orig))
             leaves.append((blob, leaf, is_param, index))
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), _saved_as_copies(in_place):
                 self.forward(bottom, top)
         finally:
             for blob, orig in swapped:
@@ -376,6 +379,19 @@ class Layer:
                 outputs.append((t, tt))
                 t._t = tt.detach()
         self._graph = (outputs, leaves) if outputs else None
+
+
+def _saved_as_copies(enabled: bool):
+    """While ``enabled``, autograd saves copies of the tensors its backward needs: a layer
+    computing in place (``top[0].tensor[...] = top[0].tensor ** 3``) overwrites the very tensor
+    it read, which autograd would otherwise refuse to differentiate."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(torch.clone, _same)
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 class ReshapeGate:

@@ -102,6 +102,25 @@ def test_autograd_backward_for_a_layer_without_backward(python_layer_module):
     np.testing.assert_allclose(net.blobs["x"].diff, 3 * x ** 2 * [1, 2, 3, 4], rtol=1e-6)
 
 
+def test_autograd_backward_for_a_layer_computing_in_place(python_layer_module):
+    """top = bottom: ``top[0].tensor[...] = bottom[0].tensor ** 3`` overwrites the tensor the
+    power read, which autograd alone refuses to differentiate."""
+    text = """
+    force_backward: true
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
+    layer { name: "copy" type: "Power" bottom: "x" top: "h" }
+    layer { name: "cube" type: "Python" bottom: "h" top: "h"
+            python_param { module: "%s" layer: "Cube" } }
+    """ % python_layer_module
+    net = make_net(text)
+    x = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    net.blobs["x"].data[...] = x
+    np.testing.assert_allclose(net.forward()["h"], x ** 3)
+    net.blobs["h"].diff[...] = [1, 2, 3, 4]
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, 3 * x ** 2 * [1, 2, 3, 4], rtol=1e-6)
+
+
 def test_numpy_layer_without_backward_says_how_to_fix(python_layer_module):
     text = """
     force_backward: true
