@@ -30,7 +30,8 @@ layer { name: "scale2" type: "Scale" bottom: "data" top: "data"
 """
 
 
-def _run(mode: str) -> np.ndarray:
+def _bn_scale_net(mode: str) -> tuple[caffe.Net, np.ndarray]:
+    """BN_SCALE in ``mode`` with set statistics and weights, and an input for it."""
     getattr(caffe, f"set_mode_{mode}")()
     net = caffe.Net(text_format.Parse(BN_SCALE, caffe_pb2.NetParameter()), caffe.TEST)
     rng = np.random.default_rng(5)
@@ -39,7 +40,11 @@ def _run(mode: str) -> np.ndarray:
                          ("scale2", [rng.standard_normal(3), rng.standard_normal(3)])):
         for blob, v in zip(net.params[name], values):
             blob.data[...] = v
-    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    return net, rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+
+
+def _run(mode: str) -> np.ndarray:
+    net, x = _bn_scale_net(mode)
     return net.forward(data=x)["data"].copy()
 
 
@@ -59,14 +64,7 @@ def test_in_place_batchnorm_and_scale_export_on_the_gpu():
 
     try:
         expected = _run("gpu")
-        net = caffe.Net(text_format.Parse(BN_SCALE, caffe_pb2.NetParameter()), caffe.TEST)
-        rng = np.random.default_rng(5)
-        for name, values in (("bn", [rng.standard_normal(3), rng.random(3) + 0.5, [2.0]]),
-                             ("scale", [rng.standard_normal(3), rng.standard_normal(3)]),
-                             ("scale2", [rng.standard_normal(3), rng.standard_normal(3)])):
-            for blob, v in zip(net.params[name], values):
-                blob.data[...] = v
-        x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+        net, x = _bn_scale_net("gpu")
         (got,) = export.to_torch(net, [x]).module()(torch.from_numpy(x))
         np.testing.assert_allclose(got.detach().cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
     finally:

@@ -86,37 +86,22 @@ def test_learnable_python_params_are_updated_and_shared(python_layer_module):
     assert net.params["s1"][0].diff[0] == pytest.approx(12.0)
 
 
-def test_autograd_backward_for_a_layer_without_backward(python_layer_module):
-    text = """
-    force_backward: true
-    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
-    layer { name: "cube" type: "Python" bottom: "x" top: "y"
-            python_param { module: "%s" layer: "Cube" } }
-    """ % python_layer_module
-    net = make_net(text)
-    x = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
-    net.blobs["x"].data[...] = x
-    np.testing.assert_allclose(net.forward()["y"], x ** 3)
-    net.blobs["y"].diff[...] = [1, 2, 3, 4]
-    net.backward()
-    np.testing.assert_allclose(net.blobs["x"].diff, 3 * x ** 2 * [1, 2, 3, 4], rtol=1e-6)
-
-
-def test_autograd_backward_for_a_layer_computing_in_place(python_layer_module):
-    """top = bottom: ``top[0].tensor[...] = bottom[0].tensor ** 3`` overwrites the tensor the
-    power read, which autograd alone refuses to differentiate."""
+@pytest.mark.parametrize("top", ["y", "h"], ids=["new_top", "in_place"])
+def test_autograd_backward_for_a_layer_without_backward(python_layer_module, top):
+    """Also in place (top = bottom): ``top[0].tensor[...] = bottom[0].tensor ** 3`` then
+    overwrites the tensor the power read, which autograd alone refuses to differentiate."""
     text = """
     force_backward: true
     layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 4 } } }
     layer { name: "copy" type: "Power" bottom: "x" top: "h" }
-    layer { name: "cube" type: "Python" bottom: "h" top: "h"
+    layer { name: "cube" type: "Python" bottom: "h" top: "%s"
             python_param { module: "%s" layer: "Cube" } }
-    """ % python_layer_module
+    """ % (top, python_layer_module)
     net = make_net(text)
     x = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
     net.blobs["x"].data[...] = x
-    np.testing.assert_allclose(net.forward()["h"], x ** 3)
-    net.blobs["h"].diff[...] = [1, 2, 3, 4]
+    np.testing.assert_allclose(net.forward()[top], x ** 3)
+    net.blobs[top].diff[...] = [1, 2, 3, 4]
     net.backward()
     np.testing.assert_allclose(net.blobs["x"].diff, 3 * x ** 2 * [1, 2, 3, 4], rtol=1e-6)
 
