@@ -42,6 +42,20 @@ LAYERS = textwrap.dedent('''
             top.data[...] = bottom[0].data
 
 
+    class TorchProduct(caffe.Layer):
+        """y = x0 * x1 * w with torch ops and a learned w; autograd gives the backward."""
+
+        def setup(self, bottom, top):
+            self.blobs.add_blob(1)
+            self.blobs[0].data[...] = 1.5
+
+        def reshape(self, bottom, top):
+            top[0].reshape(*bottom[0].shape)
+
+        def forward(self, bottom, top):
+            top[0].tensor[...] = bottom[0].tensor * bottom[1].tensor * self.blobs[0].tensor
+
+
     class IgnoresPropagateDown(caffe.Layer):
         def reshape(self, bottom, top):
             top[0].reshape(*bottom[0].data.shape)
@@ -110,6 +124,12 @@ def test_command_reports_pass_and_fail(module):
     bad = _cli(module, "WrongSquare", "2,3")
     assert bad.returncode == 1
     assert "FAIL  gradient" in bad.stdout and "finite differences" in bad.stdout
+
+
+def test_command_passes_a_layer_whose_backward_is_autograds(module):
+    res = _cli(module, "TorchProduct", "2,3", "2,3")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "4 passed, 0 failed" in res.stdout
 
 
 def test_command_catches_ignored_propagate_down(module):
