@@ -238,7 +238,8 @@ def test_weights_for_cudnn_share_one_buffer(type_name, monkeypatch):
 
     def flatten(weights, stride0, input_size, mode, hidden, proj, layers, batch_first, bidir):
         calls.append((stride0, input_size, hidden, mode, [tuple(w.shape) for w in weights]))
-        flat = torch.zeros(sum(w.numel() for w in weights), dtype=weights[0].dtype)
+        flat = torch.zeros(sum(w.numel() for w in weights), dtype=weights[0].dtype,
+                           device=weights[0].device)
         offset = 0
         for w in weights:
             flat[offset:offset + w.numel()] = w.reshape(-1)
