@@ -167,6 +167,9 @@ class Bench:
             params = [p.detach().clone() for p in spec.twin_params(params)]
         learn = spec.param_grads and self.backward
         self.p_leaves = [p.requires_grad_(learn) for p in params]
+        if spec.twin_ready is not None:
+            with torch.no_grad():
+                spec.twin_ready(self.p_leaves)
         self.wanted = [t for t in self.b_leaves + self.p_leaves if t.requires_grad]
         if spec.twin is None:
             self.twin_dys = []

@@ -47,7 +47,9 @@ class Spec:
     twin then gets a fresh copy of bottom 0 that it may overwrite).
     check: replaces the forward comparison for random layers ``(ours tops, twin tops) -> str``
     (empty when fine). manual_twin: a twin step without autograd (Silence).
-    after_setup: called with the layer and the device after SetUp (MemoryData's arrays)."""
+    after_setup: called with the layer and the device after SetUp (MemoryData's arrays).
+    twin_ready: called on the twin's parameter leaves once made, under ``torch.no_grad()``
+    (the recurrent twins lay their weights out as nn.LSTM/nn.RNN do on cuDNN)."""
 
     size: str
     bottoms: Tensors
@@ -62,6 +64,7 @@ class Spec:
     check: Callable[[Tensors, Tensors], str] | None = None
     manual_twin: Callable[[Tensors], object] | None = None
     after_setup: Callable[[object, torch.device], None] | None = None
+    twin_ready: Callable[[Tensors], None] | None = None
     note: str = ""
 
 
@@ -610,6 +613,22 @@ def _gates_to_torch(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([i, f, g, o], 0)
 
 
+def _flattened_like_nn(mode: str, input_size: int, hidden: int) -> Callable[[Tensors], None]:
+    """What ``nn.RNNBase.flatten_parameters`` does to an nn.LSTM/nn.RNN moved to a GPU: the
+    kernel's 4 weights become views of one buffer in cuDNN's layout, which torch then hands to
+    cuDNN as it is (separate weights are compacted into a new buffer at every call)."""
+    def ready(params: Tensors) -> None:
+        w = params[0]
+        if not (w.is_cuda and torch.backends.cudnn.is_acceptable(w)
+                and torch._use_cudnn_rnn_flatten_weight()):
+            return
+        from torch.backends.cudnn import rnn
+        with torch.cuda.device_of(w):
+            torch._cudnn_rnn_flatten_weight(params[:4], 4, input_size, rnn.get_cudnn_mode(mode),
+                                            hidden, 0, 1, False, False)
+    return ready
+
+
 _RECURRENT_PARAM = ("recurrent_param {{ num_output: {d} weight_filler {{ type: 'uniform' "
                     "min: -0.08 max: 0.08 }} bias_filler {{ type: 'uniform' min: -0.1 "
                     "max: 0.1 }} }}")
@@ -629,9 +648,11 @@ def _lstm(mode: str) -> Spec:
         return [torch.lstm(b[0], (zeros, zeros), p, True, 1, 0.0, True, False, False)[0]]
     return Spec(f"T={t} N={n} K={k} D={d}", [randn(t, n, k), _cont(t, n)], twin,
                 _RECURRENT_PARAM.format(d=d), twin_params=twin_params,
-                note="twin: torch.lstm, nn.LSTM's kernel (on CPU oneDNN's fused LSTM). Ours "
-                "calls the same kernel when cont only restarts sequences at t = 0, as here; "
-                "with a restart at t >= 1 it loops over the T steps")
+                twin_ready=_flattened_like_nn("LSTM", k, d),
+                note="twin: torch.lstm, nn.LSTM's kernel (on CPU oneDNN's fused LSTM; on cuDNN "
+                "with its weights in one buffer, as nn.LSTM keeps them). Ours calls the same "
+                "kernel when cont only restarts sequences at t = 0, as here; with a restart at "
+                "t >= 1 it loops over the T steps")
 
 
 @case("RNN")
@@ -648,7 +669,9 @@ def _rnn(mode: str) -> Spec:
         return [torch.tanh(F.linear(hidden, p[4], p[5]))]
     return Spec(f"T={t} N={n} K={k} D={d}", [randn(t, n, k), _cont(t, n)], twin,
                 _RECURRENT_PARAM.format(d=d), twin_params=twin_params,
-                note="twin: torch.rnn_tanh (nn.RNN's kernel) + linear + tanh")
+                twin_ready=_flattened_like_nn("RNN_TANH", k, d),
+                note="twin: torch.rnn_tanh (nn.RNN's kernel; on cuDNN with its weights in one "
+                "buffer, as nn.RNN keeps them) + linear + tanh")
 
 
 @case("LSTMUnit")

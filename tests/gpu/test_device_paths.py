@@ -193,3 +193,20 @@ def test_recurrent_layers_hand_cudnn_one_weight_buffer_and_never_wait(kind):
             torch.cuda.set_sync_debug_mode("default")
     finally:
         caffe.set_mode_cpu()
+
+
+@cuda
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_recurrent_benchmark_twins_keep_their_weights_as_nn_does(kind):
+    """The layer speed benchmark compares with nn.LSTM/nn.RNN as they run on a GPU: the twin's
+    kernel weights in one cuDNN buffer (its own numbers still checked against the layer's)."""
+    from benchmarks import layer_speed
+
+    (case,) = layer_speed.select_cases([kind])
+    caffe.set_mode_gpu()
+    try:
+        bench = layer_speed.Bench(case, "tiny", torch.device("cuda"))
+        assert len({p.untyped_storage().data_ptr() for p in bench.p_leaves[:4]}) == 1
+        assert bench.verify() == ""
+    finally:
+        caffe.set_mode_cpu()
