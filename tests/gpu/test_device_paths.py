@@ -121,6 +121,17 @@ def _device_ops_module():
     return module
 
 
+def _without_waiting(step, *args) -> None:
+    """Run ``step(*args)`` with CUDA's sync debug mode on "error": any wait for the device
+    fails."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step(*args)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @cuda
 def test_label_reading_layers_never_wait_for_the_device(monkeypatch):
     monkeypatch.delenv("CAFFE_CHECK_LABELS", raising=False)
@@ -135,12 +146,7 @@ def test_label_reading_layers_never_wait_for_the_device(monkeypatch):
             for t in top:
                 t.diff_tensor = torch.ones(t.shape, device="cuda")
             ops._net_step(layer, bottom, top, down)  # lazily built tables may read back
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                ops._net_step(layer, bottom, top, down)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+            _without_waiting(ops._net_step, layer, bottom, top, down)
     finally:
         caffe.set_mode_cpu()
 
@@ -185,12 +191,7 @@ def test_recurrent_layers_hand_cudnn_one_weight_buffer_and_never_wait(kind):
             else:
                 torch.rnn_tanh(x.tensor, h0, [w_ih, w_hh, b, zero], True, 1, 0.0, False,
                                False, False)
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            ops._net_step(*step)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        _without_waiting(ops._net_step, *step)
     finally:
         caffe.set_mode_cpu()
 
