@@ -96,6 +96,12 @@ class GradientChecker:
             _to_dtype(t, dtype)
         layer._param_propagate_down = [True] * len(layer.blobs)
 
+    @staticmethod
+    def _record(layer: Layer, need: Sequence[bool]) -> None:
+        """Have a layer whose backward is autograd's record its forwards, for the bottoms in
+        ``need`` and its parameters, as a net that will run its backward does."""
+        layer._record_bottoms = list(need) if layer.uses_autograd() else None
+
     def _forward(self, layer: Layer, bottom, top) -> None:
         set_random_seed(self.seed)
         with torch.no_grad():
@@ -138,7 +144,7 @@ class GradientChecker:
             targets.append((f"bottom {i}", bottom[i]))
         if not targets:
             raise GradientCheckError("no blobs to check")
-        layer._record_bottoms = propagate_down if layer.uses_autograd() else None
+        self._record(layer, propagate_down)
         self._forward(layer, bottom, top)
         self._objective(top, top_id, top_data_id)
         with torch.no_grad():

@@ -183,8 +183,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
         try:
             fresh = build()
             b3, t3 = setup(fresh)
-            if fresh.uses_autograd():  # record the graph every propagate_down below draws on
-                fresh._record_bottoms = [b.differentiable for b in bottoms]
+            checker._record(fresh, [b.differentiable for b in bottoms])  # for every pd below
             checker._forward(fresh, b3, t3)
             for t in t3:
                 t.diff_tensor = torch.ones_like(t.tensor)

@@ -51,7 +51,6 @@ class DummyData(Layer):
             fillers = [caffe_pb2.FillerParameter(type="constant", value=0)] * n
         else:
             fillers = [p.data_filler[i if len(p.data_filler) > 1 else 0] for i in range(n)]
-        self.fillers = fillers
         # the tops drawn again at every forward, with their fillers (checked by fill here)
         self.refilled = [(i, f) for i, f in enumerate(fillers) if f.type != "constant"]
         for t, shape, f in zip(top, shapes, fillers):

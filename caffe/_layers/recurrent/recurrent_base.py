@@ -45,6 +45,7 @@ mean absolute value of the outputs, states and diffs (Caffe logs its unrolled ne
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Sequence
@@ -62,8 +63,17 @@ Acts = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
 #: (destination pieces, source pieces) of a foreach copy
 Copies = tuple[list[torch.Tensor], list[torch.Tensor]]
 
-#: torch's warning on CUDA about weights that are not one flat buffer (ours never are)
+#: torch's warning on CUDA about weights that are not one flat buffer
 _NOT_ONE_CHUNK = "RNN module weights are not part of single contiguous chunk of memory"
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _compaction_quiet():
+    """torch's warning about weights it compacts silenced (they are Caffe's separate blobs)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NOT_ONE_CHUNK)
+        yield
 
 
 # ---------------------------------------------------------------------------------- LSTM cell
@@ -204,6 +214,7 @@ class RecurrentLayer(Layer):
         self._cont_key: tuple | None = None  # cont's data_version at the last device check
         self._plan: str | None = None  # the fused plan found then
         self._zero_bias: torch.Tensor | None = None  # the kernels' second bias (Caffe has one)
+        self._one_buffer = False  # whether the kernel's weights are one cuDNN buffer
         self._zero_state: torch.Tensor | None = None
         self._param_key: list[torch.Tensor] | None = None  # the blob tensors _params are for
         self._diff_key: list[torch.Tensor] | None = None  # the diffs _diff_pieces are of
@@ -389,8 +400,8 @@ class RecurrentLayer(Layer):
                 x = torch.cat([x, feat.expand(t_, n, -1)], 2)
                 w_ih = torch.cat([w_ih, w_feat], 1)
             states = self._fused_initial_states(bottom, x, plan)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=_NOT_ONE_CHUNK)
+            # (separate weights on CUDA: torch compacts them for cuDNN, and warns each call)
+            with _compaction_quiet() if x.is_cuda and not self._one_buffer else _NO_CONTEXT:
                 y, final = self.recur_fused(x, w_ih, params, states, record)
         if not record:
             return y, final
@@ -432,6 +443,7 @@ class RecurrentLayer(Layer):
                     cudnn_rnn.get_cudnn_mode(self.cudnn_mode), self.num_output, 0, 1, False,
                     False)
         self._zero_bias = zero
+        self._one_buffer = flat
         copies = (self.row_pieces([params[i] for i in copied], False),
                   self.row_pieces([blobs[i] for i in copied], True))
         return [p.requires_grad_(True) for p in params], copies
