@@ -12,12 +12,10 @@ import math
 
 import torch
 
-from caffe._common import STATE, generator_for
+from caffe._common import STATE
 from caffe.blob import Blob
 from caffe.errors import LayerSetupError
 from caffe.proto import caffe_pb2
-
-_TYPES = ("constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra", "bilinear")
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -39,8 +37,8 @@ def _norm_n(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> float:
 def _check(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> None:
     """Caffe's argument checks, as errors instead of aborts."""
     kind = fp.type
-    if kind not in _TYPES:
-        raise LayerSetupError(f"Unknown filler type '{kind}'; use one of {', '.join(_TYPES)}")
+    if kind not in _DRAWS:
+        raise LayerSetupError(f"Unknown filler type '{kind}'; use one of {', '.join(_DRAWS)}")
     if kind == "gaussian":
         if fp.sparse < -1:
             raise LayerSetupError(f"gaussian filler: sparse must be -1 (dense) or >= 0, got "
@@ -76,35 +74,51 @@ def _bilinear(shape: tuple[int, ...]) -> torch.Tensor:
     return (tri[:, None] * tri[None, :]).float().expand(shape)
 
 
+def _gaussian(out: torch.Tensor, fp: caffe_pb2.FillerParameter,
+              g: torch.Generator | None) -> torch.Tensor:
+    out.normal_(fp.mean, fp.std, generator=g)
+    if fp.sparse >= 0:
+        # each weight is kept with probability sparse / num_outputs
+        keep = torch.full_like(out, fp.sparse / out.shape[0])
+        out.mul_(torch.bernoulli(keep, generator=g))
+    return out
+
+
+def _positive_unitball(out: torch.Tensor, fp: caffe_pb2.FillerParameter,
+                       g: torch.Generator | None) -> torch.Tensor:
+    out.uniform_(0.0, 1.0, generator=g)
+    flat = out.view(out.shape[0] if out.dim() else 1, -1)
+    flat.div_(flat.sum(dim=1, keepdim=True))
+    return out
+
+
+def _xavier(out: torch.Tensor, fp: caffe_pb2.FillerParameter,
+            g: torch.Generator | None) -> torch.Tensor:
+    scale = math.sqrt(3.0 / _norm_n(fp, tuple(out.shape)))
+    return out.uniform_(-scale, scale, generator=g)
+
+
+def _msra(out: torch.Tensor, fp: caffe_pb2.FillerParameter,
+          g: torch.Generator | None) -> torch.Tensor:
+    return out.normal_(0.0, math.sqrt(2.0 / _norm_n(fp, tuple(out.shape))), generator=g)
+
+
+# filler type -> fn(out, fp, generator) filling out in place; one lookup per refill
+_DRAWS = {
+    "constant": lambda out, fp, g: out.fill_(fp.value),
+    "uniform": lambda out, fp, g: out.uniform_(fp.min, fp.max, generator=g),
+    "gaussian": _gaussian,
+    "positive_unitball": _positive_unitball,
+    "xavier": _xavier,
+    "msra": _msra,
+    "bilinear": lambda out, fp, g: out.copy_(_bilinear(tuple(out.shape))),
+}
+
+
 def _draw(out: torch.Tensor, fp: caffe_pb2.FillerParameter,
           g: torch.Generator | None) -> torch.Tensor:
     """Fill ``out`` (already checked against ``fp``) in place with ``g``."""
-    shape = tuple(out.shape)
-    kind = fp.type
-    if out.numel() == 0:
-        return out
-    if kind == "constant":
-        return out.fill_(fp.value)
-    if kind == "uniform":
-        return out.uniform_(fp.min, fp.max, generator=g)
-    if kind == "gaussian":
-        out.normal_(fp.mean, fp.std, generator=g)
-        if fp.sparse >= 0:
-            # each weight is kept with probability sparse / num_outputs
-            keep = torch.full(shape, fp.sparse / shape[0], dtype=out.dtype, device=out.device)
-            out.mul_(torch.bernoulli(keep, generator=g))
-        return out
-    if kind == "positive_unitball":
-        out.uniform_(0.0, 1.0, generator=g)
-        flat = out.view(shape[0] if shape else 1, -1)
-        flat.div_(flat.sum(dim=1, keepdim=True))
-        return out
-    if kind == "xavier":
-        scale = math.sqrt(3.0 / _norm_n(fp, shape))
-        return out.uniform_(-scale, scale, generator=g)
-    if kind == "msra":
-        return out.normal_(0.0, math.sqrt(2.0 / _norm_n(fp, shape)), generator=g)
-    return out.copy_(_bilinear(shape))
+    return _DRAWS[fp.type](out, fp, g) if out.numel() else out
 
 
 def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.Tensor:
@@ -116,7 +130,7 @@ def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.
 def _draws_like_make_filled(t: torch.Tensor) -> bool:
     """Whether drawing straight into ``t`` gives make_filled's numbers: a contiguous float32
     CPU tensor (the same generator calls fill the same memory layout)."""
-    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+    return t.is_cpu and t.dtype == torch.float32 and t.is_contiguous()
 
 
 def fill_(t: torch.Tensor, fp: caffe_pb2.FillerParameter) -> torch.Tensor:
@@ -131,8 +145,8 @@ def fill_(t: torch.Tensor, fp: caffe_pb2.FillerParameter) -> torch.Tensor:
 def refill_(t: torch.Tensor, fp: caffe_pb2.FillerParameter) -> torch.Tensor:
     """``fill_`` without its checks of ``fp``, for a filler already checked against ``t``'s
     shape (DummyData checks at setup, then refills at every forward)."""
-    if t.device.type != "cpu":
-        return _draw(t, fp, generator_for(t.device))
+    if not t.is_cpu:
+        return _draw(t, fp, None)  # the device's default generator (see generator_for)
     if _draws_like_make_filled(t):
         return _draw(t, fp, STATE.generator)
     return t.copy_(make_filled(fp, tuple(t.shape)))
