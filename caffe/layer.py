@@ -104,6 +104,11 @@ class Layer:
     replaces_tops: ClassVar[bool] = False
     #: the same for ``backward`` and the diffs of the bottoms it propagates to
     replaces_bottom_diffs: ClassVar[bool] = False
+    #: whether ``backward``, as in Caffe, may write the diff of a bottom whose propagate_down
+    #: is False (Scale keeps a scratch product there; RNN, LSTM and LSTMUnit compute every
+    #: input diff at once). A net's results do not change (nothing reads such a diff), and
+    #: ``check_layer`` reports it as a note instead of a failure
+    writes_unrequested_diffs: ClassVar[bool] = False
 
     def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,
                  phase: Phase | None = None) -> None:
@@ -161,6 +166,12 @@ class Layer:
 
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         """Shape the tops (and internal buffers) from the bottoms. Runs before every forward."""
+
+    def batch_axis(self, i: int) -> int:
+        """The axis of bottom ``i`` that is the batch (0; 1 for sequences stored time-major,
+        ``T x N x ...``): the axis ``check_layer`` doubles to test that reshape follows the
+        batch size."""
+        return 0
 
     def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         """Compute the tops' data from the bottoms' data."""

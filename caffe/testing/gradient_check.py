@@ -12,6 +12,7 @@ Works on any layer, built-in or Python. The checker runs in float64: pass float6
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -172,12 +173,16 @@ class GradientChecker:
                 if not abs(analytic - estimated) <= self.threshold * scale:
                     where = ("the sum of squares of all tops" if top_id < 0
                              else f"top {top_id} element {top_data_id}")
+                    why = ("The checked tops are not all finite (NaN or inf) at these inputs: "
+                           "check with inputs inside the layer's domain (e.g. positive inputs "
+                           "for Log or a fractional Power)" if not math.isfinite(estimated) else
+                           "If the forward has a kink (abs, max, a threshold) within the "
+                           f"stepsize {self.stepsize:g} of this input, the finite difference "
+                           "straddles it: try a smaller stepsize, or the kink and kink_range "
+                           "arguments; else backward() is wrong here")
                     raise GradientCheckError(
                         f"Layer '{layer.name}' ({layer.type}): gradient of {where} w.r.t. "
                         f"{what} element {k} (value {feature:.6g}) is {analytic:.6g} by "
                         f"backward() but {estimated:.6g} by finite differences (tolerance "
-                        f"{self.threshold * scale:.3g}). If the forward has a kink (abs, max, a "
-                        f"threshold) within the stepsize {self.stepsize:g} of this input, the "
-                        "finite difference straddles it: try a smaller stepsize, or the kink "
-                        "and kink_range arguments; else backward() is wrong here")
+                        f"{self.threshold * scale:.3g}). {why}")
         layer._record_bottoms = None

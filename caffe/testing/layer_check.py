@@ -1,8 +1,11 @@
 """``check_layer``: run a layer through the checks a layer author needs, and report.
 
 1. setup + forward on the given bottom shapes; 2. forward/backward consistency (the gradient
-checker, float64); 3. reshape: a bigger batch must reshape the tops and still pass; 4.
-``propagate_down``: with it False, backward must leave that bottom's diff untouched.
+checker, float64), after checking that two forwards of the same bottoms give the same tops
+(finite differences need it); 3. reshape: a bigger batch (along ``layer.batch_axis(i)``) must
+reshape the tops and still pass; 4. ``propagate_down``: with it False, backward must leave that
+bottom's diff untouched (a note, not a failure, for the types whose Caffe backward writes it:
+``Layer.writes_unrequested_diffs``).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import torch
 from google.protobuf import text_format
 
 from caffe.blob import Blob
-from caffe.errors import CaffeError, GradientCheckError, LayerSetupError
-from caffe.layer import Phase
+from caffe.errors import GradientCheckError, LayerSetupError, UnknownLayerTypeError
+from caffe.layer import Layer, Phase
 from caffe.proto import caffe_pb2
+from caffe.registry import layer_class
 from caffe.testing.gradient_check import GradientChecker, make_blobs
 
 
@@ -44,8 +48,11 @@ class BottomSpec:
                                   "uniform, positive or int:N")
         return cls(shape, kind)
 
-    def make(self, rng: np.random.Generator, batch_scale: int = 1) -> np.ndarray:
-        shape = (self.shape[0] * batch_scale,) + self.shape[1:] if self.shape else ()
+    def make(self, rng: np.random.Generator, batch_scale: int = 1,
+             batch_axis: int = 0) -> np.ndarray:
+        shape = list(self.shape)
+        if batch_axis < len(shape):
+            shape[batch_axis] *= batch_scale
         if self.kind.startswith("int:"):
             return rng.integers(0, int(self.kind[4:]), size=shape).astype(np.float64)
         if self.kind == "uniform":
@@ -67,16 +74,23 @@ class Report:
     def ok(self, what: str) -> None:
         self.lines.append(f"PASS  {what}")
 
+    def note(self, what: str) -> None:
+        self.lines.append(f"NOTE  {what}")
+
     def fail(self, what: str) -> None:
         self.failures += 1
         self.lines.append(f"FAIL  {what}")
 
     def __str__(self) -> str:
-        return "\n".join(self.lines + [f"{len(self.lines) - self.failures} passed, "
-                                       f"{self.failures} failed"])
+        passed = sum(line.startswith("PASS") for line in self.lines)
+        return "\n".join(self.lines + [f"{passed} passed, {self.failures} failed"])
 
 
-def layer_param_from_text(text: str, num_bottom: int, num_top: int) -> caffe_pb2.LayerParameter:
+def layer_param_from_text(text: str, num_bottom: int,
+                          num_top: int | None = None) -> caffe_pb2.LayerParameter:
+    """The LayerParameter of ``text``, with a name and bottom/top names added where it gives
+    none: ``num_top`` tops, by default as many as the type declares (exact, else minimum,
+    else 1)."""
     lp = caffe_pb2.LayerParameter()
     text_format.Merge(text, lp)
     if not lp.name:
@@ -84,6 +98,12 @@ def layer_param_from_text(text: str, num_bottom: int, num_top: int) -> caffe_pb2
     if not lp.bottom:
         lp.bottom.extend(f"bottom{i}" for i in range(num_bottom))
     if not lp.top:
+        if num_top is None:
+            try:
+                cls = layer_class(lp.type, lp.name)
+            except UnknownLayerTypeError:
+                cls = Layer  # create_layer reports the unknown type
+            num_top = cls.exact_num_top_blobs or cls.min_top_blobs or 1
         lp.top.extend(f"top{i}" for i in range(num_top))
     return lp
 
@@ -102,7 +122,7 @@ def _explain(e: BaseException, stage: str, lp: caffe_pb2.LayerParameter,
     return f"{type(e).__name__}: {e}{hint}{where}"
 
 
-def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1,
+def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | None = None,
                 phase: Phase = Phase.TRAIN, checker: GradientChecker | None = None,
                 exhaustive: bool = False, seed: int = 1701) -> Report:
     """Run every check on the layer described by ``layer_text`` (LayerParameter prototxt)."""
@@ -142,6 +162,12 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
     # 2. gradient
     if not layer.has_backward:
         report.ok("no backward (the layer declares has_backward = False)")
+    elif (changed := _unrepeatable(checker, layer, bottom, top)) is not None:
+        report.fail(f"gradient not checked: a second forward of the same bottoms changed "
+                    f"{changed}. Finite differences need tops that depend on the bottoms and "
+                    "parameters alone: does forward keep state from the previous call (an RNN/"
+                    "LSTM continues from its last state where cont is 1 at t = 0: give cont 0 "
+                    "there), or draw random numbers other than from caffe's seeded generator?")
     else:
         try:
             fresh = build()
@@ -162,7 +188,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
     # 3. reshape with a bigger batch
     if bottoms and bottoms[0].shape:
         try:
-            big = [b.make(rng, 2) for b in bottoms]
+            big = [b.make(rng, 2, layer.batch_axis(i)) for i, b in enumerate(bottoms)]
             for blob, arr in zip(bottom, big):
                 blob.reshape(arr.shape)
                 blob.tensor.copy_(torch.from_numpy(arr))
@@ -170,9 +196,10 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
             checker._forward(layer, bottom, top)
             after = [t.shape for t in top]
             report.ok(f"reshape: doubling the batch gives tops {after} (were {before})")
-            if before == after and before and before[0] and before[0][:1] == bottoms[0].shape[:1]:
-                report.lines.append("NOTE  the top shapes did not follow the bottom's batch size:"
-                                    " does reshape() recompute them from the bottoms?")
+            axis = slice(layer.batch_axis(0), layer.batch_axis(0) + 1)
+            if before == after and before and before[0][axis] == bottoms[0].shape[axis]:
+                report.note("the top shapes did not follow the bottom's batch size: does "
+                            "reshape() recompute them from the bottoms?")
         except Exception as e:  # report anything user code raises
             report.fail(f"reshape to a bigger batch raised {_explain(e, 'forward', lp, made)} "
                         "(reshape() runs before every forward: compute the top shapes and any "
@@ -188,6 +215,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
             for t in t3:
                 t.diff_tensor = torch.ones_like(t.tensor)
             sentinel = 123.25
+            written = []
             for i in range(len(b3)):
                 for b in b3:
                     b.diff_tensor = torch.full_like(b.tensor, sentinel)
@@ -198,12 +226,34 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int = 1
                 touched = [j for j, b in enumerate(b3)
                            if not pd[j] and not bool((b.diff_tensor == sentinel).all())]
                 if touched:
-                    raise CaffeError(f"with propagate_down {pd}, backward wrote the diff of "
-                                     f"bottom(s) {touched}: skip bottoms whose propagate_down "
-                                     "is False")
-            report.ok("propagate_down: backward leaves bottoms with propagate_down False alone")
-        except CaffeError as e:
-            report.fail(f"propagate_down: {e}")
+                    written.append(f"with propagate_down {pd}, backward wrote the diff of "
+                                   f"bottom(s) {touched}")
+            if not written:
+                report.ok("propagate_down: backward leaves bottoms with propagate_down False "
+                          "alone")
+            elif fresh.writes_unrequested_diffs:
+                report.note(f"propagate_down: {'; '.join(written)}, as Caffe's {fresh.type} "
+                            "does (writes_unrequested_diffs); a net never reads those diffs")
+            else:
+                report.fail(f"propagate_down: {written[0]}: skip bottoms whose propagate_down "
+                            "is False")
         except Exception as e:  # report anything user code raises
             report.fail(f"propagate_down check raised {_explain(e, 'backward', lp, made)}")
     return report
+
+
+def _unrepeatable(checker: GradientChecker, layer: Layer, bottom: Sequence[Blob],
+                  top: Sequence[Blob]) -> str | None:
+    """What a second forward of ``layer`` on the same bottoms changed (the tops of the first
+    forward are the current ones), or None when every top came out the same."""
+    first = [t.tensor.clone() for t in top]
+    checker._forward(layer, bottom, top)
+    for i, (was, t) in enumerate(zip(first, top)):
+        now = t.tensor
+        if was.shape != now.shape:
+            return f"top {i}'s shape from {tuple(was.shape)} to {tuple(now.shape)}"
+        same = (was == now) | (was.isnan() & now.isnan())
+        if not bool(same.all()):
+            worst = float((was - now)[~same].abs().nan_to_num(float("inf")).max())
+            return f"top {i} (by up to {worst:.3g})"
+    return None

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bottom", action="append", default=[], metavar="SHAPE[:FILL]",
                         help="a bottom: comma shape and fill (gaussian, uniform, positive, "
                              "int:N for labels); repeat per bottom")
-    parser.add_argument("--tops", type=int, default=1, help="number of tops (default 1)")
+    parser.add_argument("--tops", type=int, help="number of tops (default: as many as the "
+                        "type declares, else 1)")
     parser.add_argument("--phase", choices=["TRAIN", "TEST"], default="TRAIN")
     parser.add_argument("--python-path", action="append", default=[],
                         help="folder to put on sys.path for Python layers (default: the CWD)")

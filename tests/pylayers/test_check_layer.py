@@ -66,6 +66,21 @@ LAYERS = textwrap.dedent('''
         def backward(self, top, propagate_down, bottom):
             bottom[0].diff[...] = bottom[1].data * top[0].diff
             bottom[1].diff[...] = bottom[0].data * top[0].diff
+
+
+    class CountsCalls(Square):
+        """y = x + (the number of forwards so far): a state finite differences cannot see."""
+
+        def setup(self, bottom, top):
+            self.calls = 0
+
+        def forward(self, bottom, top):
+            self.calls += 1
+            top[0].data[...] = bottom[0].data + self.calls
+
+        def backward(self, top, propagate_down, bottom):
+            if propagate_down[0]:
+                bottom[0].diff[...] = top[0].diff
 ''')
 
 
@@ -146,3 +161,45 @@ def test_checker_failures_carry_the_nets_hint_and_the_line(module):
     text = "\n".join(report.lines)
     assert "bottom and top are lists of blobs" in text
     assert "checked_layers.py:" in text and "in forward]" in text
+
+
+def test_checker_refuses_a_forward_that_keeps_state(module):
+    from caffe.testing.layer_check import BottomSpec, check_layer
+
+    report = check_layer('type: "Python" python_param { module: "checked_layers" '
+                         'layer: "CountsCalls" }', [BottomSpec((2, 3))])
+    text = "\n".join(report.lines)
+    assert "FAIL  gradient not checked: a second forward of the same bottoms changed top 0" \
+        in text
+    assert report.failures == 1  # reshape and propagate_down still pass
+
+
+LSTM = ('type: "LSTM" recurrent_param { num_output: 3 weight_filler { type: "uniform" '
+        'min: -0.3 max: 0.3 } bias_filler { type: "uniform" min: -0.3 max: 0.3 } }')
+
+
+@pytest.mark.parametrize("text, bottoms, notes", [
+    # time-major: the batch is axis 1 (axis 0, T, is fixed at setup); x's diff is written
+    # whatever propagate_down says, as in Caffe, so that is a note
+    (LSTM, ["4,2,3", "4,2:int:1"], 1),
+    ('type: "LSTMUnit"', ["1,2,3", "1,2,12", "1,2:int:2"], 1),  # 2 tops by default
+    ('type: "Scale" scale_param { axis: 0 }', ["2,3,4", "2,3"], 1),  # Caffe's scratch diff
+])
+def test_checker_passes_builtin_types_that_follow_caffe(text, bottoms, notes):
+    from caffe.testing.layer_check import BottomSpec, check_layer
+
+    report = check_layer(text, [BottomSpec.parse(b) for b in bottoms])
+    out = str(report)
+    assert report.failures == 0, out
+    assert out.count("NOTE  ") == notes, out
+    assert out.endswith(f"{4 - notes} passed, 0 failed"), out
+
+
+def test_checker_explains_a_carried_recurrent_state_and_non_finite_tops():
+    from caffe.testing.layer_check import BottomSpec, check_layer
+
+    # cont 1 at t = 0 for some streams: the LSTM continues from the previous forward
+    report = check_layer(LSTM, [BottomSpec((4, 2, 3)), BottomSpec((4, 2), "int:2")])
+    assert "give cont 0 there" in str(report)
+    report = check_layer('type: "Log"', [BottomSpec((2, 3))])  # log of negative numbers
+    assert "not all finite" in str(report)

@@ -35,6 +35,7 @@ class Scale(Layer):
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
     allows_in_place = True
+    writes_unrequested_diffs = True  # Caffe's scratch product in bottom 0's diff (backward)
 
     def setup(self, bottom, top):
         p = self.layer_param.scale_param

@@ -26,6 +26,11 @@ class LSTMUnit(Layer):
     exact_num_bottom_blobs = 3
     exact_num_top_blobs = 2
     no_force_backward_bottoms = (2,)
+    writes_unrequested_diffs = True  # both input diffs when either is asked for
+
+    def batch_axis(self, i: int) -> int:
+        """Every bottom is one timestep, ``1 x N x ...``."""
+        return 1
 
     def reshape(self, bottom, top):
         c_prev, x, cont = bottom

@@ -141,6 +141,7 @@ class RecurrentLayer(Layer):
     min_bottom_blobs = 2
     min_top_blobs = 1
     no_force_backward_bottoms = (1,)
+    writes_unrequested_diffs = True  # x (and static) diffs whenever the params learn
     #: whether the fused path needs every cont_0 to be 0 or 1 (LSTM: see the module docstring)
     fused_needs_binary_cont0 = False
     #: private switch: False always takes the loop path (tests compare the two)
@@ -255,6 +256,11 @@ class RecurrentLayer(Layer):
                 f"({self.T}, {self.N}), got {cont.shape}")
 
     # ------------------------------------------------------------------ reshape
+    def batch_axis(self, i: int) -> int:
+        """x, cont and the exposed states are time-major (``T x N x ...``, ``1 x N x D``);
+        the static input is ``N x ...``."""
+        return 0 if self.static_input and i == 2 else 1
+
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         x = bottom[0]
         self._check_x(x)
