@@ -106,8 +106,8 @@ class Layer:
     replaces_bottom_diffs: ClassVar[bool] = False
     #: whether ``backward``, as in Caffe, may write the diff of a bottom whose propagate_down
     #: is False (Scale keeps a scratch product there; RNN, LSTM and LSTMUnit compute every
-    #: input diff at once). A net's results do not change (nothing reads such a diff), and
-    #: ``check_layer`` reports it as a note instead of a failure
+    #: input diff at once). Kept for Caffe's numbers (a Split below such a bottom sums that diff
+    #: like any other, as in Caffe); ``check_layer`` reports it as a note, not a failure
     writes_unrequested_diffs: ClassVar[bool] = False
 
     def __init__(self, layer_param: caffe_pb2.LayerParameter | None = None,

@@ -233,7 +233,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
                           "alone")
             elif fresh.writes_unrequested_diffs:
                 report.note(f"propagate_down: {'; '.join(written)}, as Caffe's {fresh.type} "
-                            "does (writes_unrequested_diffs); a net never reads those diffs")
+                            "does (writes_unrequested_diffs): kept for Caffe's numbers")
             else:
                 report.fail(f"propagate_down: {written[0]}: skip bottoms whose propagate_down "
                             "is False")

@@ -164,6 +164,40 @@ def test_propagate_down_false_skips_that_bottom_and_its_producer():
     assert net.params["ipa"][0].diff.any() and not net.params["ipb"][0].diff.any()
 
 
+def test_an_unrequested_recurrent_diff_reaches_a_split_as_in_caffe():
+    """Caffe's LSTM writes its input's diff whatever propagate_down says, and the Split that
+    feeds it sums that diff with its other branch's: propagate_down false on the LSTM changes
+    nothing for the InnerProduct below (neocaffe keeps Caffe's numbers)."""
+    base = """
+    layer { name: "in" type: "Input" top: "x" top: "cont"
+            input_param { shape { dim: 3 dim: 2 dim: 4 } shape { dim: 3 dim: 2 } } }
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "f"
+            inner_product_param { num_output: 4 axis: 2 %s } }
+    layer { name: "r1" type: "Reduction" bottom: "f" top: "l1" loss_weight: 1
+            reduction_param { operation: SUMSQ } }
+    """ % IP_FILLERS
+    lstm = """
+    layer { name: "lstm" type: "LSTM" bottom: "f" bottom: "cont" top: "h" %s
+            recurrent_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+    layer { name: "r2" type: "Reduction" bottom: "h" top: "l2" loss_weight: 1
+            reduction_param { operation: SUMSQ } }
+    """
+    x = np.random.default_rng(0).standard_normal((3, 2, 4))
+
+    def ip_diff(text):
+        caffe.set_random_seed(1)
+        net = make_net(text)
+        net.blobs["x"].data[...] = x
+        net.blobs["cont"].data[...] = 0
+        net.forward()
+        net.backward()
+        return net.params["ip"][0].diff.copy()
+
+    skipped = ip_diff(base + lstm % "propagate_down: false propagate_down: false")
+    np.testing.assert_array_equal(skipped, ip_diff(base + lstm % ""))
+    assert not np.allclose(skipped, ip_diff(base))
+
+
 def test_force_backward_overrides_propagate_down_as_in_caffe():
     text = """
     force_backward: true
