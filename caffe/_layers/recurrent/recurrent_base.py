@@ -31,9 +31,9 @@ they are, without a product by cont_0. Otherwise (a reset at
 t >= 1, a fractional LSTM cont_0, or while a CUDA graph is being captured, where that wait is
 illegal) the loop path runs. The kernels sum in another order than the loop (and oneDNN/cuDNN
 use their own activation code), so in float32 the two paths may differ in the last bits. On
-CUDA torch warns that the weights "are not part of single contiguous chunk of memory" when they
-are Caffe's separate blobs (RNN, and LSTM with a static input; LSTM otherwise hands cuDNN its
-reordered weights in one buffer of cuDNN's layout): that warning is silenced around the call.
+CUDA, RNN and LSTM hand cuDNN their weights (LSTM's reordered) in one buffer of cuDNN's layout;
+with a static input, whose weights are joined per call, torch warns that they "are not part of
+single contiguous chunk of memory", and that warning is silenced around the call.
 
 Backward follows the unrolled net exactly: the diffs of x and x_static are always written and
 the parameter diffs always accumulate (Caffe's unrolled net runs its backward unconditionally);
