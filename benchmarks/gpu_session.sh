@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU check: one script for a lent CUDA machine (see benchmarks/README.md).
 #
-#   bash benchmarks/gpu_session.sh layers  # ~2 min: GPU-path tests + the layer speed table
+#   bash benchmarks/gpu_session.sh layers  # ~3 min: layer table, GPU-path tests, conformance on
+#                                          # CUDA, then the layer speed table
 #   bash benchmarks/gpu_session.sh smoke   # ~4 min: layer table + conformance + Python layers on CUDA
 #   bash benchmarks/gpu_session.sh full    # + the net suite at batch 64 and 256, layer speed table
 #
@@ -48,17 +49,17 @@ stage() {  # stage NAME SECONDS COMMAND...
 T="env NEOCAFFE_TEST_DEVICE=cuda $PY -m pytest -q --no-header -p no:cacheprovider"
 LAYER_SPEED="$PY -m benchmarks.layer_speed --device cuda --repeats 9"
 GPU_PATHS="tests/gpu tests/precision tests/test_timer.py tests/layers_extra/test_recurrent_fused.py"
-if [ "$MODE" = layers ]; then
-  stage graph_precision_cuda 60 $T $GPU_PATHS
-  stage layer_speed_cuda 80 $LAYER_SPEED --markdown "$LOGS/layer_speed_cuda.md" \
-    --json "$LOGS/layer_speed_cuda.json"
-  cat "$LOGS/summary.log"
-  exit 0
-fi
 stage layers_cuda 100 $T tests/test_layers.py -k "not test_gradient" --maxfail=30
 stage gradients_cuda 100 $T tests/test_layers.py -k "test_gradient" --maxfail=30
 stage graph_precision_cuda 60 $T $GPU_PATHS
 stage conformance_cuda 80 $PY benchmarks/gpu_conformance.py .conformance
+if [ "$MODE" = layers ]; then
+  stage layer_speed_cuda 80 $LAYER_SPEED --markdown "$LOGS/layer_speed_cuda.md" \
+    --json "$LOGS/layer_speed_cuda.json"
+  pack
+  cat "$LOGS/summary.log"
+  exit 0
+fi
 stage python_layers_cuda 30 $PY -m benchmarks.python_layer_copies --device cuda
 stage main_job_gpu 60 $PY -m caffe train -solver examples/mnist/lenet_solver.prototxt -gpu 0
 if [ "$MODE" = smoke ]; then
