@@ -162,14 +162,9 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
     # 2. gradient
     if not layer.has_backward:
         report.ok("no backward (the layer declares has_backward = False)")
-    elif (changed := _unrepeatable(checker, layer, bottom, top)) is not None:
-        report.fail(f"gradient not checked: a second forward of the same bottoms changed "
-                    f"{changed}. Finite differences need tops that depend on the bottoms and "
-                    "parameters alone: does forward keep state from the previous call (an RNN/"
-                    "LSTM continues from its last state where cont is 1 at t = 0: give cont 0 "
-                    "there), or draw random numbers other than from caffe's seeded generator?")
     else:
         try:
+            _require_repeatable(checker, layer, bottom, top)
             fresh = build()
             b2, t2 = setup(fresh)
             if exhaustive:
@@ -242,18 +237,26 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
     return report
 
 
-def _unrepeatable(checker: GradientChecker, layer: Layer, bottom: Sequence[Blob],
-                  top: Sequence[Blob]) -> str | None:
-    """What a second forward of ``layer`` on the same bottoms changed (the tops of the first
-    forward are the current ones), or None when every top came out the same."""
+def _require_repeatable(checker: GradientChecker, layer: Layer, bottom: Sequence[Blob],
+                        top: Sequence[Blob]) -> None:
+    """Raise GradientCheckError when a second forward of ``layer`` on the same bottoms (the
+    tops hold the first one's) gives other tops: finite differences would then measure the
+    change between calls, not the gradient."""
     first = [t.tensor.clone() for t in top]
     checker._forward(layer, bottom, top)
     for i, (was, t) in enumerate(zip(first, top)):
         now = t.tensor
         if was.shape != now.shape:
-            return f"top {i}'s shape from {tuple(was.shape)} to {tuple(now.shape)}"
-        same = (was == now) | (was.isnan() & now.isnan())
-        if not bool(same.all()):
+            changed = f"top {i}'s shape from {tuple(was.shape)} to {tuple(now.shape)}"
+        else:
+            same = (was == now) | (was.isnan() & now.isnan())
+            if bool(same.all()):
+                continue
             worst = float((was - now)[~same].abs().nan_to_num(float("inf")).max())
-            return f"top {i} (by up to {worst:.3g})"
-    return None
+            changed = f"top {i} (by up to {worst:.3g})"
+        raise GradientCheckError(
+            f"not checked: a second forward of the same bottoms changed {changed}. Finite "
+            "differences need tops that depend on the bottoms and parameters alone: does "
+            "forward keep state from the previous call (an RNN/LSTM continues from its last "
+            "state where cont is 1 at t = 0: give cont 0 there), or draw random numbers other "
+            "than from caffe's seeded generator?")

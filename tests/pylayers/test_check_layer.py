@@ -78,6 +78,16 @@ LAYERS = textwrap.dedent('''
             self.calls += 1
             top[0].data[...] = bottom[0].data + self.calls
 
+
+    class OneShot(Square):
+        """A forward that refuses to run twice."""
+
+        def forward(self, bottom, top):
+            if getattr(self, "ran", False):
+                raise RuntimeError("already ran")
+            self.ran = True
+            super().forward(bottom, top)
+
         def backward(self, top, propagate_down, bottom):
             if propagate_down[0]:
                 bottom[0].diff[...] = top[0].diff
@@ -169,9 +179,12 @@ def test_checker_refuses_a_forward_that_keeps_state(module):
     report = check_layer('type: "Python" python_param { module: "checked_layers" '
                          'layer: "CountsCalls" }', [BottomSpec((2, 3))])
     text = "\n".join(report.lines)
-    assert "FAIL  gradient not checked: a second forward of the same bottoms changed top 0" \
+    assert "FAIL  gradient: not checked: a second forward of the same bottoms changed top 0" \
         in text
     assert report.failures == 1  # reshape and propagate_down still pass
+    report = check_layer('type: "Python" python_param { module: "checked_layers" '
+                         'layer: "OneShot" }', [BottomSpec((2, 3))])
+    assert "FAIL  gradient check raised RuntimeError: already ran" in str(report)
 
 
 LSTM = ('type: "LSTM" recurrent_param { num_output: 3 weight_filler { type: "uniform" '
