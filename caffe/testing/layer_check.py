@@ -19,7 +19,12 @@ import torch
 from google.protobuf import text_format
 
 from caffe.blob import Blob
-from caffe.errors import GradientCheckError, LayerSetupError, UnknownLayerTypeError
+from caffe.errors import (
+    GradientCheckError,
+    LayerSetupError,
+    ProtoError,
+    UnknownLayerTypeError,
+)
 from caffe.layer import Layer, Phase
 from caffe.proto import caffe_pb2
 from caffe.registry import layer_class
@@ -40,10 +45,17 @@ class BottomSpec:
         try:
             shape = tuple(int(d) for d in shape_text.split(",") if d.strip())
         except ValueError:
+            shape = (-1,)
+        if any(d < 0 for d in shape):
             raise LayerSetupError(f"bottom spec '{text}': the shape must be comma-separated "
-                                  "integers, e.g. 4,3 or 4,1:int:10") from None
+                                  "non-negative integers, e.g. 4,3 or 4,1:int:10")
         kind = kind or "gaussian"
-        if kind not in ("gaussian", "uniform", "positive") and not kind.startswith("int:"):
+        if kind.startswith("int:"):
+            n = kind[4:]
+            if not (n.isdigit() and int(n) > 0):
+                raise LayerSetupError(f"bottom spec '{text}': int:N needs a positive integer N "
+                                      f"(labels 0 to N-1), got '{n}'")
+        elif kind not in ("gaussian", "uniform", "positive"):
             raise LayerSetupError(f"bottom spec '{text}': unknown fill '{kind}'; use gaussian, "
                                   "uniform, positive or int:N")
         return cls(shape, kind)
@@ -92,7 +104,11 @@ def layer_param_from_text(text: str, num_bottom: int,
     none: ``num_top`` tops, by default as many as the type declares (exact, else minimum,
     else 1)."""
     lp = caffe_pb2.LayerParameter()
-    text_format.Merge(text, lp)
+    try:
+        text_format.Merge(text, lp)
+    except text_format.ParseError as e:
+        raise ProtoError(f"the layer text is not LayerParameter prototxt ({e}); write it as in "
+                         "a prototxt's layer { ... }, e.g. 'type: \"ReLU\"'") from None
     if not lp.name:
         lp.name = "checked"
     if not lp.bottom:

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from caffe.errors import FileFormatError
 from caffe.layer import Phase
 from caffe.testing.gradient_check import GradientChecker
 from caffe.testing.layer_check import BottomSpec, check_layer
@@ -38,10 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check every top element separately (slower, stricter)")
 
 
+def _read_layer_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError as e:
+        raise FileFormatError(f"{path}: cannot read the layer file ({e.strerror})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     for p in args.python_path or [os.getcwd()]:
         sys.path.insert(0, os.path.abspath(p))
-    text = args.layer if args.layer is not None else open(args.layer_file).read()
+    text = args.layer if args.layer is not None else _read_layer_file(args.layer_file)
     report = check_layer(text, [BottomSpec.parse(b) for b in args.bottom], args.tops,
                          Phase[args.phase],
                          GradientChecker(args.stepsize, args.threshold, 1701, args.kink,

@@ -216,3 +216,16 @@ def test_checker_explains_a_carried_recurrent_state_and_non_finite_tops():
     assert "give cont 0 there" in str(report)
     report = check_layer('type: "Log"', [BottomSpec((2, 3))])  # log of negative numbers
     assert "not all finite" in str(report)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--layer", 'type: "ReLU"', "--bottom", "2,3:int:0"], "int:N needs a positive integer N"),
+    (["--layer", 'type: "ReLU"', "--bottom", "2,-3"], "non-negative integers"),
+    (["--layer", "type: ReLU", "--bottom", "2,3"], "not LayerParameter prototxt"),
+    (["--layer-file", "/no/such/layer.prototxt", "--bottom", "2,3"], "cannot read the layer file"),
+])
+def test_command_reports_bad_arguments_without_a_traceback(args, says):
+    res = subprocess.run([sys.executable, "-m", "caffe", "check-layer", *args],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1
+    assert says in res.stderr and "Traceback" not in res.stderr, res.stderr
