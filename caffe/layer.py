@@ -167,9 +167,10 @@ class Layer:
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         """Shape the tops (and internal buffers) from the bottoms. Runs before every forward."""
 
-    def batch_axis(self, i: int) -> int:
-        """The axis of bottom ``i`` that is the batch (0; 1 for sequences stored time-major,
-        ``T x N x ...``): the axis ``check_layer`` doubles to test that reshape follows the
+    def batch_axis(self, i: int) -> int | None:
+        """The axis of bottom ``i`` that is the batch: 0; 1 for sequences stored time-major
+        (``T x N x ...``); None for an operand whose shape does not follow the batch
+        (InfogainLoss's matrix). ``check_layer`` doubles it to test that reshape follows the
         batch size."""
         return 0
 
@@ -231,6 +232,13 @@ class Layer:
         if cls.torch_blobs:
             return [TorchBlobView(getattr(b, "blob", b)) for b in blobs]
         return [getattr(b, "blob", b) for b in blobs]
+
+    @classmethod
+    def refuses_force_backward(cls, num_bottom: int) -> frozenset[int]:
+        """The indices, among ``num_bottom`` bottoms, that ``no_force_backward_bottoms``
+        names (labels, indices: no gradient reaches them)."""
+        return frozenset(k % num_bottom for k in cls.no_force_backward_bottoms) \
+            if num_bottom else frozenset()
 
     @classmethod
     def built_in(cls) -> bool:

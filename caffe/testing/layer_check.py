@@ -61,9 +61,9 @@ class BottomSpec:
         return cls(shape, kind)
 
     def make(self, rng: np.random.Generator, batch_scale: int = 1,
-             batch_axis: int = 0) -> np.ndarray:
+             batch_axis: int | None = 0) -> np.ndarray:
         shape = list(self.shape)
-        if batch_axis < len(shape):
+        if batch_axis is not None and batch_axis < len(shape):
             shape[batch_axis] *= batch_scale
         if self.kind.startswith("int:"):
             return rng.integers(0, int(self.kind[4:]), size=shape).astype(np.float64)
@@ -149,7 +149,6 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
     lp = layer_param_from_text(layer_text, len(bottoms), num_top)
     num_top = len(lp.top)
     rng = np.random.default_rng(seed)
-    checked = [i for i, b in enumerate(bottoms) if b.differentiable]
 
     def build():
         return create_layer(lp, phase)
@@ -174,6 +173,10 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
         stage = "forward" if made else "setup"
         report.fail(f"setup/forward raised {_explain(e, stage, lp, made)}")
         return report
+    # what takes a gradient: not int:N fills, nor the bottoms the type refuses (labels...)
+    refused = layer.refuses_force_backward(len(bottoms))
+    grad = [b.differentiable and i not in refused for i, b in enumerate(bottoms)]
+    checked = [i for i, g in enumerate(grad) if g]
 
     # 2. gradient
     if not layer.has_backward:
@@ -207,8 +210,10 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
             checker._forward(layer, bottom, top)
             after = [t.shape for t in top]
             report.ok(f"reshape: doubling the batch gives tops {after} (were {before})")
-            axis = slice(layer.batch_axis(0), layer.batch_axis(0) + 1)
-            if before == after and before and before[0][axis] == bottoms[0].shape[axis]:
+            a = layer.batch_axis(0)
+            axis = slice(a, None if a is None else a + 1)
+            if (a is not None and before == after and before
+                    and before[0][axis] == bottoms[0].shape[axis]):
                 report.note("the top shapes did not follow the bottom's batch size: does "
                             "reshape() recompute them from the bottoms?")
         except Exception as e:  # report anything user code raises
@@ -221,7 +226,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
         try:
             fresh = build()
             b3, t3 = setup(fresh)
-            checker._record(fresh, [b.differentiable for b in bottoms])  # for every pd below
+            checker._record(fresh, grad)  # for every pd below
             checker._forward(fresh, b3, t3)
             for t in t3:
                 t.diff_tensor = torch.ones_like(t.tensor)
@@ -231,8 +236,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
                 for b in b3:
                     b.diff_tensor = torch.full_like(b.tensor, sentinel)
                 pd = [j == i for j in range(len(b3))]
-                if not bottoms[i].differentiable:
-                    pd[i] = False
+                pd[i] = grad[i]
                 fresh.backward(t3, pd, b3)
                 touched = [j for j, b in enumerate(b3)
                            if not pd[j] and not bool((b.diff_tensor == sentinel).all())]

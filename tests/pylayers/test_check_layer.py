@@ -197,6 +197,11 @@ LSTM = ('type: "LSTM" recurrent_param { num_output: 3 weight_filler { type: "uni
     (LSTM, ["4,2,3", "4,2:int:1"], 1),
     ('type: "LSTMUnit"', ["1,2,3", "1,2,12", "1,2:int:2"], 1),  # 2 tops by default
     ('type: "Scale" scale_param { axis: 0 }', ["2,3,4", "2,3"], 1),  # Caffe's scratch diff
+    ('type: "Scale"', ["2,3,4", "3"], 1),  # the operand (3,) has no batch axis
+    ('type: "Bias"', ["2,3,4", "3,4"], 0),
+    ('type: "InfogainLoss"', ["4,5:positive", "4:int:5", "5,5:int:3"], 0),  # H is 5 x 5
+    # the targets take no gradient (Caffe's loss layers refuse force_backward there)
+    ('type: "SigmoidCrossEntropyLoss"', ["4,3", "4,3:positive"], 0),
 ])
 def test_checker_passes_builtin_types_that_follow_caffe(text, bottoms, notes):
     from caffe.testing.layer_check import BottomSpec, check_layer

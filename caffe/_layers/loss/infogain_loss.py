@@ -42,6 +42,10 @@ class InfogainLoss(LossLayer):
     min_top_blobs = 1
     max_top_blobs = 2
 
+    def batch_axis(self, i: int) -> int | None:
+        """The infogain matrix (bottom 2) is C x C whatever the batch."""
+        return None if i == 2 else 0
+
     def setup(self, bottom, top):
         lp = self.layer_param.loss_param
         if lp.HasField("normalize"):

@@ -82,6 +82,12 @@ def span(layer: Layer, shape: tuple[int, ...], operand: tuple[int, ...], axis: i
     )
 
 
+def operand_batch_axis(layer: Layer, i: int) -> int | None:
+    """``batch_axis`` of Scale and Bias: the second bottom (the operand) has a batch axis only
+    when its span starts at bottom 0's axis 0 (``layer.span``, made by reshape)."""
+    return 0 if i == 0 or 0 not in layer.span.reduce_dims else None
+
+
 def scale_shift(x: torch.Tensor, scale: float, shift: float, in_place: bool) -> torch.Tensor:
     """``scale * x + shift``, skipping identity steps as Caffe does. In place it writes into
     ``x``; otherwise it returns a new tensor, or ``x`` itself when both steps are identities."""

@@ -12,7 +12,7 @@ written to bottom[1]'s diff)."""
 from __future__ import annotations
 
 from caffe._common import tracing
-from caffe._layers.neuron._operand import learned_shape, span
+from caffe._layers.neuron._operand import learned_shape, operand_batch_axis, span
 from caffe.fillers import fill
 from caffe.layer import Layer
 from caffe.registry import register_layer
@@ -24,6 +24,7 @@ class Bias(Layer):
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
     allows_in_place = True
+    batch_axis = operand_batch_axis
 
     def setup(self, bottom, top):
         p = self.layer_param.bias_param

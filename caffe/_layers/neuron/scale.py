@@ -20,7 +20,13 @@ from __future__ import annotations
 import torch
 
 from caffe._common import tracing
-from caffe._layers.neuron._operand import affine_, keep_copy, learned_shape, span
+from caffe._layers.neuron._operand import (
+    affine_,
+    keep_copy,
+    learned_shape,
+    operand_batch_axis,
+    span,
+)
 from caffe.fillers import fill
 from caffe.layer import PASS, Layer
 from caffe.proto import caffe_pb2
@@ -36,6 +42,7 @@ class Scale(Layer):
     exact_num_top_blobs = 1
     allows_in_place = True
     writes_unrequested_diffs = True  # Caffe's scratch product in bottom 0's diff (backward)
+    batch_axis = operand_batch_axis
 
     def setup(self, bottom, top):
         p = self.layer_param.scale_param
