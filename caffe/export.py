@@ -235,12 +235,22 @@ def _drop_unused_buffers(program: torch.export.ExportedProgram) -> None:
         program.graph_module.recompile()
 
 
+def _onnx_stable_sort(self, dim: int = -1, descending: bool = False, stable: bool = True):
+    """``aten.sort.stable`` in ONNX: TopK over the whole axis, which by the ONNX definition
+    puts the lower index first among equal values, as a stable sort does (ArgMax with
+    ``top_k`` > 1 sorts its reversed entries so)."""
+    from onnxscript import opset18 as op
+
+    whole = op.Shape(self, start=dim, end=dim + 1 if dim != -1 else None)
+    return op.TopK(self, whole, axis=dim, largest=1 if descending else 0, sorted=1)
+
+
 def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
             opset_version: int | None = None, dynamic_batch: bool = False) -> None:
     """Write ``net`` as an ONNX model to ``path`` (input and output names are the blob names,
     see ``onnx_output_names``; shapes and ``dynamic_batch`` as in ``to_torch``). Needs the
-    ``onnx`` and ``onnxscript`` packages. Losses, Accuracy and ArgMax with ``top_k`` > 1 have no
-    ONNX translation (ExportError); ``to_torch`` exports them."""
+    ``onnx`` and ``onnxscript`` packages. Losses and Accuracy have no ONNX translation
+    (ExportError); ``to_torch`` exports them."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -256,9 +266,10 @@ def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        onnx_program = torch.onnx.export(program, dynamo=True, input_names=list(net.inputs),
-                                         output_names=onnx_output_names(net), verbose=False,
-                                         **kwargs)
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, input_names=list(net.inputs),
+            output_names=onnx_output_names(net), verbose=False,
+            custom_translation_table={torch.ops.aten.sort.stable: _onnx_stable_sort}, **kwargs)
     except Exception as e:
         raise ExportError(
             f"Net '{net.name}' was traced, but ONNX has no translation for part of it "
