@@ -249,8 +249,8 @@ def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
             opset_version: int | None = None, dynamic_batch: bool = False) -> None:
     """Write ``net`` as an ONNX model to ``path`` (input and output names are the blob names,
     see ``onnx_output_names``; shapes and ``dynamic_batch`` as in ``to_torch``). Needs the
-    ``onnx`` and ``onnxscript`` packages. Losses and Accuracy have no ONNX translation
-    (ExportError); ``to_torch`` exports them."""
+    ``onnx`` and ``onnxscript`` packages. A part ONNX cannot express raises ExportError;
+    ``to_torch`` holds it."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
