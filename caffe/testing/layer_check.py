@@ -181,6 +181,8 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
     # 2. gradient
     if not layer.has_backward:
         report.ok("no backward (the layer declares has_backward = False)")
+    elif not checked and not layer.blobs:
+        report.ok("backward: nothing to check (no bottom takes a gradient, no parameter blobs)")
     else:
         try:
             _require_repeatable(checker, layer, bottom, top)

@@ -182,6 +182,10 @@ def test_checker_refuses_a_forward_that_keeps_state(module):
     assert "FAIL  gradient: not checked: a second forward of the same bottoms changed top 0" \
         in text
     assert report.failures == 1  # reshape and propagate_down still pass
+    # with nothing to gradient-check (labels only), a changing forward is no failure
+    report = check_layer('type: "Python" python_param { module: "checked_layers" '
+                         'layer: "CountsCalls" }', [BottomSpec((2, 3), "int:4")])
+    assert report.failures == 0 and "backward: nothing to check" in str(report)
     report = check_layer('type: "Python" python_param { module: "checked_layers" '
                          'layer: "OneShot" }', [BottomSpec((2, 3))])
     assert "FAIL  gradient check raised RuntimeError: already ran" in str(report)
