@@ -140,10 +140,17 @@ def _explain(e: BaseException, stage: str, lp: caffe_pb2.LayerParameter,
 
 def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | None = None,
                 phase: Phase = Phase.TRAIN, checker: GradientChecker | None = None,
-                exhaustive: bool = False, seed: int = 1701) -> Report:
-    """Run every check on the layer described by ``layer_text`` (LayerParameter prototxt)."""
+                exhaustive: bool = False, seed: int = 1701,
+                no_gradient: Sequence[int] = ()) -> Report:
+    """Run every check on the layer described by ``layer_text`` (LayerParameter prototxt).
+    ``no_gradient``: indices of bottoms that take no gradient although not filled with int:N
+    (a fixed matrix, targets)."""
     from caffe.net import create_layer
 
+    outside = [i for i in no_gradient if not 0 <= i < len(bottoms)]
+    if outside:
+        raise LayerSetupError(f"no_gradient {outside}: there are {len(bottoms)} bottoms, "
+                              f"numbered 0 to {len(bottoms) - 1}")
     checker = checker or GradientChecker()
     report = Report()
     lp = layer_param_from_text(layer_text, len(bottoms), num_top)
@@ -174,7 +181,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
         report.fail(f"setup/forward raised {_explain(e, stage, lp, made)}")
         return report
     # what takes a gradient: not int:N fills, nor the bottoms the type refuses (labels...)
-    refused = layer.refuses_force_backward(len(bottoms))
+    refused = layer.refuses_force_backward(len(bottoms)) | set(no_gradient)
     grad = [b.differentiable and i not in refused for i, b in enumerate(bottoms)]
     checked = [i for i, g in enumerate(grad) if g]
 

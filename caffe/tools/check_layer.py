@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "int:N for labels); repeat per bottom")
     parser.add_argument("--tops", type=int, help="number of tops (default: as many as the "
                         "type declares, else 1)")
+    parser.add_argument("--no-gradient", action="append", type=int, default=[], metavar="I",
+                        help="bottom I takes no gradient (not checked, propagate_down False) "
+                             "though its fill is not int:N; repeat per bottom")
     parser.add_argument("--phase", choices=["TRAIN", "TEST"], default="TRAIN")
     parser.add_argument("--python-path", action="append", default=[],
                         help="folder to put on sys.path for Python layers (default: the CWD)")
@@ -55,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
                          Phase[args.phase],
                          GradientChecker(args.stepsize, args.threshold, 1701, args.kink,
                                          args.kink_range),
-                         exhaustive=args.exhaustive)
+                         exhaustive=args.exhaustive, no_gradient=args.no_gradient)
     print(report)
     return 1 if report.failures else 0

@@ -227,6 +227,20 @@ def test_checker_explains_a_carried_recurrent_state_and_non_finite_tops():
     assert "not all finite" in str(report)
 
 
+def test_command_exempts_a_fixed_bottom_from_the_gradient():
+    """InfogainLoss refuses a gradient for its matrix H (as Caffe): --no-gradient says so for a
+    bottom whose fill is not int:N."""
+    cmd = [sys.executable, "-m", "caffe", "check-layer", "--layer", 'type: "InfogainLoss"',
+           "--bottom", "4,5:positive", "--bottom", "4:int:5", "--bottom", "5,5:positive"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 1 and "cannot backpropagate to its infogain matrix" \
+        in refused.stdout
+    exempt = subprocess.run(cmd + ["--no-gradient", "2"], capture_output=True, text=True,
+                            timeout=600)
+    assert exempt.returncode == 0, exempt.stdout + exempt.stderr
+    assert "4 passed, 0 failed" in exempt.stdout
+
+
 @pytest.mark.parametrize("args, says", [
     (["--layer", 'type: "ReLU"', "--bottom", "2,3:int:0"], "int:N needs a positive integer N"),
     (["--layer", 'type: "ReLU"', "--bottom", "2,-3"], "non-negative integers"),
