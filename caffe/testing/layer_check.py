@@ -149,8 +149,8 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
 
     outside = [i for i in no_gradient if not 0 <= i < len(bottoms)]
     if outside:
-        raise LayerSetupError(f"no_gradient {outside}: there are {len(bottoms)} bottoms, "
-                              f"numbered 0 to {len(bottoms) - 1}")
+        raise LayerSetupError(f"no_gradient {outside}: the bottoms are numbered 0 to "
+                              f"{len(bottoms) - 1}")
     checker = checker or GradientChecker()
     report = Report()
     lp = layer_param_from_text(layer_text, len(bottoms), num_top)
