@@ -94,7 +94,7 @@ class Bench:
             spec.after_setup(layer, device)
         self.params0 = [b.tensor.clone() for b in layer.blobs]
         self.backward = type(layer).has_backward
-        skip = layer.refuses_force_backward(len(self.bottom))
+        skip = type(layer).refuses_force_backward(len(self.bottom))
         grad = spec.grad or tuple(i not in skip for i in range(len(self.bottom)))
         self.pd = [bool(g) and self.backward for g in grad]
         self.dys: list[torch.Tensor] = []

@@ -167,7 +167,7 @@ class Layer:
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         """Shape the tops (and internal buffers) from the bottoms. Runs before every forward."""
 
-    def batch_axis(self, i: int) -> int | None:
+    def batch_axis_of(self, i: int) -> int | None:
         """The axis of bottom ``i`` that is the batch: 0; 1 for sequences stored time-major
         (``T x N x ...``); None for an operand whose shape does not follow the batch
         (InfogainLoss's matrix). ``check_layer`` doubles it to test that reshape follows the

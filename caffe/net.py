@@ -575,7 +575,7 @@ class Net:
         if param.force_backward:
             for li, layer in enumerate(self._layers):
                 self._layer_need_backward[li] = True
-                refused = layer.refuses_force_backward(len(self._bottom_ids[li]))
+                refused = type(layer).refuses_force_backward(len(self._bottom_ids[li]))
                 for j, bid in enumerate(self._bottom_ids[li]):
                     allow = j not in refused
                     self._bottom_need_backward[li][j] = self._bottom_need_backward[li][j] or allow

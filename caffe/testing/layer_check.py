@@ -2,7 +2,7 @@
 
 1. setup + forward on the given bottom shapes; 2. forward/backward consistency (the gradient
 checker, float64), after checking that two forwards of the same bottoms give the same tops
-(finite differences need it); 3. reshape: a bigger batch (along ``layer.batch_axis(i)``) must
+(finite differences need it); 3. reshape: a bigger batch (along ``layer.batch_axis_of(i)``) must
 reshape the tops and still pass; 4. ``propagate_down``: with it False, backward must leave that
 bottom's diff untouched (a note, not a failure, for the types whose Caffe backward writes it:
 ``Layer.writes_unrequested_diffs``).
@@ -181,7 +181,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
         report.fail(f"setup/forward raised {_explain(e, stage, lp, made)}")
         return report
     # what takes a gradient: not int:N fills, nor the bottoms the type refuses (labels...)
-    refused = layer.refuses_force_backward(len(bottoms)) | set(no_gradient)
+    refused = type(layer).refuses_force_backward(len(bottoms)) | set(no_gradient)
     grad = [b.differentiable and i not in refused for i, b in enumerate(bottoms)]
     checked = [i for i, g in enumerate(grad) if g]
 
@@ -211,7 +211,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
     # 3. reshape with a bigger batch
     if bottoms and bottoms[0].shape:
         try:
-            big = [b.make(rng, 2, layer.batch_axis(i)) for i, b in enumerate(bottoms)]
+            big = [b.make(rng, 2, layer.batch_axis_of(i)) for i, b in enumerate(bottoms)]
             for blob, arr in zip(bottom, big):
                 blob.reshape(arr.shape)
                 blob.tensor.copy_(torch.from_numpy(arr))
@@ -219,7 +219,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
             checker._forward(layer, bottom, top)
             after = [t.shape for t in top]
             report.ok(f"reshape: doubling the batch gives tops {after} (were {before})")
-            a = layer.batch_axis(0)
+            a = layer.batch_axis_of(0)
             axis = slice(a, None if a is None else a + 1)
             if (a is not None and before == after and before
                     and before[0][axis] == bottoms[0].shape[axis]):

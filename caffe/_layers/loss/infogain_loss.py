@@ -42,7 +42,7 @@ class InfogainLoss(LossLayer):
     min_top_blobs = 1
     max_top_blobs = 2
 
-    def batch_axis(self, i: int) -> int | None:
+    def batch_axis_of(self, i: int) -> int | None:
         """The infogain matrix (bottom 2) is C x C whatever the batch."""
         return None if i == 2 else 0
 

@@ -83,7 +83,7 @@ def span(layer: Layer, shape: tuple[int, ...], operand: tuple[int, ...], axis: i
 
 
 def operand_batch_axis(layer: Layer, i: int) -> int | None:
-    """``batch_axis`` of Scale and Bias: the second bottom (the operand) has a batch axis only
+    """``batch_axis_of`` of Scale and Bias: the second bottom (the operand) has a batch axis only
     when its span starts at bottom 0's axis 0 (``layer.span``, made by reshape)."""
     return 0 if i == 0 or 0 not in layer.span.reduce_dims else None
 

@@ -24,7 +24,7 @@ class Bias(Layer):
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
     allows_in_place = True
-    batch_axis = operand_batch_axis
+    batch_axis_of = operand_batch_axis
 
     def setup(self, bottom, top):
         p = self.layer_param.bias_param

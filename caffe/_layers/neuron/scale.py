@@ -42,7 +42,7 @@ class Scale(Layer):
     exact_num_top_blobs = 1
     allows_in_place = True
     writes_unrequested_diffs = True  # Caffe's scratch product in bottom 0's diff (backward)
-    batch_axis = operand_batch_axis
+    batch_axis_of = operand_batch_axis
 
     def setup(self, bottom, top):
         p = self.layer_param.scale_param

@@ -28,7 +28,7 @@ class LSTMUnit(Layer):
     no_force_backward_bottoms = (2,)
     writes_unrequested_diffs = True  # both input diffs when either is asked for
 
-    def batch_axis(self, i: int) -> int:
+    def batch_axis_of(self, i: int) -> int:
         """Every bottom is one timestep, ``1 x N x ...``."""
         return 1
 

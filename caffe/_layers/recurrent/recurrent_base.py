@@ -256,7 +256,7 @@ class RecurrentLayer(Layer):
                 f"({self.T}, {self.N}), got {cont.shape}")
 
     # ------------------------------------------------------------------ reshape
-    def batch_axis(self, i: int) -> int:
+    def batch_axis_of(self, i: int) -> int:
         """x, cont and the exposed states are time-major (``T x N x ...``, ``1 x N x D``);
         the static input is ``N x ...``."""
         return 0 if self.static_input and i == 2 else 1
