@@ -21,6 +21,7 @@ traced, and the error names it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -262,14 +263,15 @@ def to_onnx(net: Net, path: str, inputs: Sequence | None = None,
                           "silenced); an ONNX model needs at least one")
     program = to_torch(net, inputs, dynamic_batch)
     kwargs = {} if opset_version is None else {"opset_version": opset_version}
+    if "custom_translation_table" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["custom_translation_table"] = {torch.ops.aten.sort.stable: _onnx_stable_sort}
     quiet = logging.getLogger("torch.onnx")  # its notes on torchvision's ops, not ours
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
         onnx_program = torch.onnx.export(
             program, dynamo=True, input_names=list(net.inputs),
-            output_names=onnx_output_names(net), verbose=False,
-            custom_translation_table={torch.ops.aten.sort.stable: _onnx_stable_sort}, **kwargs)
+            output_names=onnx_output_names(net), verbose=False, **kwargs)
     except Exception as e:
         raise ExportError(
             f"Net '{net.name}' was traced, but ONNX has no translation for part of it "
