@@ -164,7 +164,7 @@ def test_command_catches_ignored_propagate_down(module):
 
 
 def test_checker_failures_carry_the_nets_hint_and_the_line(module):
-    from caffe.testing.layer_check import BottomSpec, check_layer
+    from caffe.testing import BottomSpec, check_layer
 
     report = check_layer('type: "Python" python_param { module: "checked_layers" '
                          'layer: "TopAsBlob" }', [BottomSpec((2, 3))])
@@ -174,7 +174,7 @@ def test_checker_failures_carry_the_nets_hint_and_the_line(module):
 
 
 def test_checker_refuses_a_forward_that_keeps_state(module):
-    from caffe.testing.layer_check import BottomSpec, check_layer
+    from caffe.testing import BottomSpec, check_layer
 
     report = check_layer('type: "Python" python_param { module: "checked_layers" '
                          'layer: "CountsCalls" }', [BottomSpec((2, 3))])
@@ -208,7 +208,7 @@ LSTM = ('type: "LSTM" recurrent_param { num_output: 3 weight_filler { type: "uni
     ('type: "SigmoidCrossEntropyLoss"', ["4,3", "4,3:positive"], 0),
 ])
 def test_checker_passes_builtin_types_that_follow_caffe(text, bottoms, notes):
-    from caffe.testing.layer_check import BottomSpec, check_layer
+    from caffe.testing import BottomSpec, check_layer
 
     report = check_layer(text, [BottomSpec.parse(b) for b in bottoms])
     out = str(report)
@@ -218,7 +218,7 @@ def test_checker_passes_builtin_types_that_follow_caffe(text, bottoms, notes):
 
 
 def test_checker_explains_a_carried_recurrent_state_and_non_finite_tops():
-    from caffe.testing.layer_check import BottomSpec, check_layer
+    from caffe.testing import BottomSpec, check_layer
 
     # cont 1 at t = 0 for some streams: the LSTM continues from the previous forward
     report = check_layer(LSTM, [BottomSpec((4, 2, 3)), BottomSpec((4, 2), "int:2")])
