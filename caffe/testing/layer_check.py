@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from google.protobuf import text_format
 
 from caffe.blob import Blob
 from caffe.errors import (
@@ -26,7 +25,7 @@ from caffe.errors import (
     UnknownLayerTypeError,
 )
 from caffe.layer import Layer, Phase
-from caffe.proto import caffe_pb2
+from caffe.proto import caffe_pb2, files
 from caffe.registry import layer_class
 from caffe.testing.gradient_check import GradientChecker, make_blobs
 
@@ -42,11 +41,8 @@ class BottomSpec:
     @classmethod
     def parse(cls, text: str) -> BottomSpec:
         shape_text, _, kind = text.partition(":")
-        try:
-            shape = tuple(int(d) for d in shape_text.split(",") if d.strip())
-        except ValueError:
-            shape = (-1,)
-        if any(d < 0 for d in shape):
+        dims = [d.strip() for d in shape_text.split(",") if d.strip()]
+        if not all(d.isdigit() for d in dims):
             raise LayerSetupError(f"bottom spec '{text}': the shape must be comma-separated "
                                   "non-negative integers, e.g. 4,3 or 4,1:int:10")
         kind = kind or "gaussian"
@@ -58,7 +54,7 @@ class BottomSpec:
         elif kind not in ("gaussian", "uniform", "positive"):
             raise LayerSetupError(f"bottom spec '{text}': unknown fill '{kind}'; use gaussian, "
                                   "uniform, positive or int:N")
-        return cls(shape, kind)
+        return cls(tuple(int(d) for d in dims), kind)
 
     def make(self, rng: np.random.Generator, batch_scale: int = 1,
              batch_axis: int | None = 0) -> np.ndarray:
@@ -105,10 +101,10 @@ def layer_param_from_text(text: str, num_bottom: int,
     else 1)."""
     lp = caffe_pb2.LayerParameter()
     try:
-        text_format.Merge(text, lp)
-    except text_format.ParseError as e:
-        raise ProtoError(f"the layer text is not LayerParameter prototxt ({e}); write it as in "
-                         "a prototxt's layer { ... }, e.g. 'type: \"ReLU\"'") from None
+        files.parse_text(text, lp, "the layer text")
+    except ProtoError as e:
+        raise ProtoError(f"{e} (not LayerParameter prototxt: write it as in a prototxt's "
+                         "layer { ... }, e.g. 'type: \"ReLU\"')") from None
     if not lp.name:
         lp.name = "checked"
     if not lp.bottom:
@@ -220,9 +216,8 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
             after = [t.shape for t in top]
             report.ok(f"reshape: doubling the batch gives tops {after} (were {before})")
             a = layer.batch_axis_of(0)
-            axis = slice(a, None if a is None else a + 1)
             if (a is not None and before == after and before
-                    and before[0][axis] == bottoms[0].shape[axis]):
+                    and before[0][a:a + 1] == bottoms[0].shape[a:a + 1]):
                 report.note("the top shapes did not follow the bottom's batch size: does "
                             "reshape() recompute them from the bottoms?")
         except Exception as e:  # report anything user code raises
@@ -244,8 +239,7 @@ def check_layer(layer_text: str, bottoms: Sequence[BottomSpec], num_top: int | N
             for i in range(len(b3)):
                 for b in b3:
                     b.diff_tensor = torch.full_like(b.tensor, sentinel)
-                pd = [j == i for j in range(len(b3))]
-                pd[i] = grad[i]
+                pd = [j == i and grad[i] for j in range(len(b3))]
                 fresh.backward(t3, pd, b3)
                 touched = [j for j, b in enumerate(b3)
                            if not pd[j] and not bool((b.diff_tensor == sentinel).all())]
