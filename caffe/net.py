@@ -361,7 +361,8 @@ class Net:
 
         for li, lp in enumerate(param.layer):
             if lp.name in names_seen:
-                LOG.warning("Layer name '%s' is used twice in %s", lp.name, self._source)
+                LOG.warning("Layer name '%s' is used again by layer #%d in %s (net.layer_dict "
+                            "keeps the last one)", lp.name, li, self._source)
             names_seen.add(lp.name)
             if not lp.HasField("phase"):
                 lp.phase = phase

@@ -159,8 +159,9 @@ def _block_end(toks: list[_Tok], j: int) -> int:
     return len(toks)
 
 
-def enclosing_layers(text: str) -> list[tuple[int, int, str]]:
-    """(start offset, end offset, name) of every top-level ``layer``/``layers`` block."""
+def enclosing_layers(text: str) -> list[tuple[int, int, str, str]]:
+    """(start offset, end offset, name, type) of every top-level ``layer``/``layers`` block;
+    the type as written (a V1 enum word or a V2 string), "" when absent."""
     toks = _tokens(text)
     out = []
     depth = 0
@@ -177,7 +178,8 @@ def enclosing_layers(text: str) -> list[tuple[int, int, str]]:
                 j += 1
             if j < len(toks) and toks[j].text in _CLOSING:
                 k = _block_end(toks, j)
-                names = {}  # the name at depth 0, else a V0 layer's, in its inner 'layer'
+                # name and type at depth 0, else a V0 layer's, in its inner 'layer'
+                found: dict[tuple[str, int], str] = {}
                 d = 0
                 inner = False
                 for m in range(j + 1, k - 1):
@@ -188,25 +190,41 @@ def enclosing_layers(text: str) -> list[tuple[int, int, str]]:
                             inner = toks[back].text == "layer"
                     elif toks[m].text in ("}", ">"):
                         d -= 1
-                    elif (d not in names and (d == 0 or (d == 1 and inner))
-                          and toks[m].text == "name" and m + 2 < k
+                    elif ((toks[m].text, d) not in found and (d == 0 or (d == 1 and inner))
+                          and toks[m].text in ("name", "type") and m + 2 < k
                           and toks[m + 1].text == ":" and toks[m + 2].kind != "punct"):
                         try:
-                            names[d] = _scalar(toks[m + 2])
+                            found[toks[m].text, d] = str(_scalar(toks[m + 2]))
                         except _Malformed:
-                            names[d] = toks[m + 2].text
-                out.append((t.start, toks[k - 1].end, str(names.get(0, names.get(1, "")))))
+                            found[toks[m].text, d] = toks[m + 2].text
+                name, type_ = (found.get((f, 0), found.get((f, 1), "")) for f in ("name", "type"))
+                out.append((t.start, toks[k - 1].end, name, type_))
                 i = k
                 continue
         i += 1
     return out
 
 
-def _layer_at(text: str, offset: int) -> tuple[int, str] | None:
-    for index, (start, end, name) in enumerate(enclosing_layers(text)):
+def _layer_at(text: str, offset: int) -> tuple[int, str, str] | None:
+    """(index, name, type) of the layer block around ``offset``."""
+    for index, (start, end, name, type_) in enumerate(enclosing_layers(text)):
         if start <= offset < end:
-            return index, name
+            return index, name, type_
     return None
+
+
+def _unknown_type_note(layer: tuple[int, str, str] | None) -> str:
+    """For a field unknown to Caffe in a layer whose type Caffe lacks too (a fork's layer):
+    what else loading that net takes."""
+    from caffe.registry import layer_type_list
+
+    type_ = layer[2] if layer else ""
+    if (not type_ or type_ in layer_type_list()
+            or type_ in caffe_pb2.V1LayerParameter.LayerType.keys()):
+        return ""
+    return (f"; its type '{type_}' is not a BVLC Caffe type either: supply it with "
+            f"@caffe.register_layer('{type_}'), which receives the unknown fields as "
+            "layer.extra_params")
 
 
 def _merge_cutting(text: str, param: caffe_pb2.NetParameter, source: str, strict: bool,
@@ -233,8 +251,8 @@ def _merge_cutting(text: str, param: caffe_pb2.NetParameter, source: str, strict
             in_layer = "" if not layer else (f" in layer '{layer[1]}'" if layer[1] else
                                              f" in layer #{layer[0]} (it has no name)")
             if strict or not m or offset is None:
-                hint = (" (to skip fields unknown to BVLC Caffe, load with strict=False)"
-                        if m else "")
+                hint = (" (to skip fields unknown to BVLC Caffe, load with strict=False"
+                        f"{_unknown_type_note(layer)})" if m else "")
                 raise ProtoError(f"{where}: cannot parse NetParameter{in_layer}: {detail}{hint}"
                                  ) from None
             toks = _tokens(text)

@@ -561,7 +561,7 @@ def read_net_file(path: str, strict: bool = True
             return _parse_binary_net(data, path, e), {}
     if not extras:
         return param, {}
-    names = [name for _, _, name in tolerant.enclosing_layers(text)]
+    names = [name for _, _, name, _ in tolerant.enclosing_layers(text)]
     return param, {names[i]: fields for i, fields in extras.items() if i < len(names)}
 
 

@@ -164,8 +164,21 @@ def test_fork_net_backward_reaches_the_conv_weights(fork_layers, tmp_path):
 
 
 def test_fork_param_block_needs_tolerant_loading(fork_layers, tmp_path):
-    with pytest.raises(CaffeError, match="upsample_param"):
+    with pytest.raises(CaffeError, match="upsample_param") as err:
         _fork_net(tmp_path, strict=True)
+    assert "strict=False" in str(err.value)
+    assert "not a BVLC Caffe type" not in str(err.value)  # Upsample is registered here
+
+
+def test_strict_error_on_a_fork_layer_also_names_its_unregistered_type(tmp_path):
+    path = tmp_path / "interp.prototxt"
+    path.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+                    'layer { name: "zoom" type: "Interp" bottom: "x" top: "y"\n'
+                    '        interp_param { zoom_factor: 2 } }\n')
+    with pytest.raises(CaffeError, match=r"prototxt:3:9: .* layer 'zoom'.*interp_param.*"
+                       r"strict=False; its type 'Interp' is not a BVLC Caffe type either: "
+                       r"supply it with @caffe.register_layer\('Interp'\)"):
+        caffe.Net(str(path), caffe.TEST)
 
 
 @pytest.mark.parametrize("name, shape, extra", [
