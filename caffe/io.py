@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from caffe.data.datum import chw_to_datum, datum_to_chw
@@ -36,12 +35,11 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- protobuf
 def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> np.ndarray:
-    """The blob's data (or diff) shaped by its legacy num/channels/height/width when any is
-    set, else by its ``shape`` (no shape gives a scalar, so only one value fits)."""
+    """The blob's data (or diff) as a float64 array, as pycaffe returns it, shaped by its
+    legacy num/channels/height/width when any is set, else by its ``shape`` (no shape gives a
+    scalar, so only one value fits)."""
     values = (blob.double_diff or blob.diff) if return_diff else (blob.double_data or blob.data)
-    dtype = np.float64 if (blob.double_diff if return_diff else blob.double_data) \
-        else np.float32
-    data = np.array(values, dtype=dtype)
+    data = np.array(values, dtype=np.float64)
     if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
         shape: tuple[int, ...] = (blob.num, blob.channels, blob.height, blob.width)
     else:
@@ -123,28 +121,105 @@ def load_image(filename: str, color: bool = True) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-_MODES = {0: "nearest-exact", 1: "bilinear", 3: "bicubic"}
-
-
 def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1) -> np.ndarray:
-    """Resize an ``H x W x K`` image to ``new_dims`` (height, width) with nearest (order 0),
-    bilinear (1) or bicubic (3) interpolation on pixel centres; returns float32."""
-    if interp_order not in _MODES:
-        raise ValueError(f"interp_order must be one of {sorted(_MODES)}, got {interp_order}")
-    im = np.asarray(im, dtype=np.float32)
+    """Resize an ``H x W x K`` image to ``new_dims`` (height, width) as pycaffe does; returns
+    float32. ``interp_order`` is the spline order: 0 nearest, 1 bilinear (computed here),
+    2 to 5 (through ``scipy.ndimage``, which must be installed).
+
+    With 1 or 3 channels pycaffe maps the image to [0, 1] by its min and max, resizes it with
+    skimage's ``resize(..., mode='constant')`` and maps it back (a constant image stays that
+    constant): when shrinking an axis by a factor f, a Gaussian blur of sigma (f - 1) / 2
+    first (skimage's anti-aliasing); then sampling at the output pixel centres, ``(o + 0.5)
+    * in / out - 0.5``, with zeros beyond the edges (so upsampled borders lean towards the
+    minimum); then clipping to the input's range. With other channel counts pycaffe zooms with
+    ``scipy.ndimage.zoom``, which maps the corner pixels onto each other and blurs nothing."""
+    if interp_order not in range(6):
+        raise ValueError(f"interp_order must be a spline order from 0 to 5, got {interp_order}")
+    im = np.asarray(im)
     if im.ndim != 3:
         raise ValueError(f"resize_image takes an H x W x K image, got shape {im.shape}")
     h, w = int(new_dims[0]), int(new_dims[1])
-    if im.shape[:2] == (h, w):
-        return im.copy()
-    lo, hi = float(im.min(initial=0)), float(im.max(initial=0))
-    t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
-    mode = _MODES[interp_order]
-    kwargs = {} if mode == "nearest-exact" else {"align_corners": False}
-    out = torch.nn.functional.interpolate(t, size=(h, w), mode=mode, **kwargs)[0]
-    if interp_order == 3:
-        out = out.clamp(lo, hi)
-    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
+    if im.shape[-1] not in (1, 3):
+        scale = np.array((h, w), dtype=float) / np.array(im.shape[:2])
+        out_shape = tuple(int(round(n * z)) for n, z in zip(im.shape[:2], scale))
+        return _zoom(_floating(im), out_shape, interp_order, grid=False).astype(np.float32)
+    lo, hi = im.min(), im.max()
+    if not hi > lo:
+        return np.full((h, w, im.shape[-1]), lo, dtype=np.float32)
+    std = _floating((im - lo) / (hi - lo))
+    factors = np.array(std.shape[:2]) / np.array((h, w))
+    blurred = _gaussian_blur(std, np.maximum(0, (factors - 1) / 2)) if (factors > 1).any() else std
+    out = np.clip(_zoom(blurred, (h, w), interp_order, grid=True), std.min(), std.max())
+    return (out * (hi - lo) + lo).astype(np.float32)
+
+
+def _floating(a: np.ndarray) -> np.ndarray:
+    """``a`` as float32 if it is float32, else as float64 (the dtype skimage computes in)."""
+    return a if a.dtype == np.float32 else a.astype(np.float64)
+
+
+def _gaussian_blur(a: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """A Gaussian blur of the first two axes with zeros beyond the edges, one axis after the
+    other, each pass computed in float64 and stored in ``a``'s dtype; the kernel reaches
+    ``int(4 sigma + 0.5)`` pixels (scipy.ndimage.gaussian_filter's truncation)."""
+    for axis, sigma in enumerate(sigmas):
+        if sigma <= 1e-15:
+            continue
+        r = int(4.0 * sigma + 0.5)
+        k = np.arange(-r, r + 1)
+        weights = np.exp(-0.5 / (sigma * sigma) * k * k)
+        weights /= weights.sum()
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(a.astype(np.float64), pad)
+        n = a.shape[axis]
+        acc = np.zeros(a.shape, dtype=np.float64)
+        for j, wj in enumerate(weights):
+            acc += wj * padded.take(range(j, j + n), axis=axis)
+        a = acc.astype(a.dtype)
+    return a
+
+
+def _zoom(a: np.ndarray, out_hw: tuple[int, int], order: int, grid: bool) -> np.ndarray:
+    """``a`` (H, W, K) resampled to ``out_hw`` with splines of ``order``, as
+    ``scipy.ndimage.zoom`` with ``grid_mode=grid``: with it, sample at output pixel centres
+    and read zeros beyond the edges ('grid-constant'); without, map corner onto corner."""
+    if order > 1:
+        try:
+            from scipy import ndimage
+        except ImportError:
+            raise ValueError(f"resize_image with interp_order {order} needs scipy (pip install "
+                             "scipy); orders 0 and 1 do not") from None
+        factors = (out_hw[0] / a.shape[0], out_hw[1] / a.shape[1], 1)
+        return ndimage.zoom(a, factors, order=order, grid_mode=grid,
+                            mode="grid-constant" if grid else "constant")
+    out = a.astype(np.float64)
+    for axis, n_out in enumerate(out_hw):
+        out = _resample_axis(out, axis, n_out, order, grid)
+    return out.astype(a.dtype)
+
+
+def _resample_axis(a: np.ndarray, axis: int, n_out: int, order: int, grid: bool) -> np.ndarray:
+    """Linear (order 1) or nearest (order 0, ties rounding up) samples of ``a`` along
+    ``axis`` at ``n_out`` points (see ``_zoom``)."""
+    n_in = a.shape[axis]
+    o = np.arange(n_out, dtype=np.float64)
+    if grid:
+        coords = (o + 0.5) * (n_in / n_out) - 0.5
+    else:
+        coords = np.clip(o * ((n_in - 1) / (n_out - 1) if n_out > 1 else 1.0), 0, n_in - 1)
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (1, 1)
+    padded = np.pad(a, pad)  # zeros beyond the edges: index i reads padded[i + 1]
+    shape = [1] * a.ndim
+    shape[axis] = n_out
+    if order == 0:
+        return padded.take(np.floor(coords + 0.5).astype(np.intp) + 1, axis=axis)
+    left = np.floor(coords)
+    t = (coords - left).reshape(shape)
+    i = np.clip(left.astype(np.intp) + 1, 0, n_in + 1)
+    j = np.clip(i + 1, 0, n_in + 1)
+    return padded.take(i, axis=axis) * (1 - t) + padded.take(j, axis=axis) * t
 
 
 def oversample(images: Sequence[np.ndarray], crop_dims: Sequence[int]) -> np.ndarray:
@@ -207,13 +282,15 @@ class Transformer:
         """Undo ``preprocess`` (but not its resize) on one net input (leading 1 dims are
         squeezed)."""
         self._check_input(in_)
-        x = np.array(data).squeeze()
+        x = np.array(data).squeeze()  # a copy, computed in place in its dtype (as pycaffe)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float32)
         if in_ in self.input_scale:
-            x = x / self.input_scale[in_]
+            x /= self.input_scale[in_]
         if in_ in self.mean:
-            x = x + self.mean[in_]
+            x += self.mean[in_]
         if in_ in self.raw_scale:
-            x = x / self.raw_scale[in_]
+            x /= self.raw_scale[in_]
         if in_ in self.channel_swap:
             x = x[np.argsort(self.channel_swap[in_]), :, :]
         if in_ in self.transpose:

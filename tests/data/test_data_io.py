@@ -88,6 +88,46 @@ def test_resize_image():
     np.testing.assert_array_equal(nearest[:, :, 0], [[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2)
 
 
+# What pycaffe's resize_image gives (skimage 0.26 resize(mode='constant') for 1 or 3 channels,
+# scipy 1.17 ndimage.zoom otherwise), computed once with those libraries.
+_UPSAMPLED = [[0, 1.2, 3, 4.8, 4.8], [0.4, 2.1, 4.5, 6.9, 6.8], [1.2, 3.1, 5.5, 7.9, 7.6],
+              [1.2, 2.7, 4.5, 6.3, 6]]
+_DOWNSAMPLED = [[21.407354, 29.908203, 36.172485], [105.49618, 124.838486, 131.30402]]
+_FOUR_CHANNELS = [[1, 11 / 3, 19 / 3, 9], [7, 29 / 3, 37 / 3, 15], [13, 47 / 3, 55 / 3, 21],
+                  [19, 65 / 3, 73 / 3, 27], [25, 83 / 3, 91 / 3, 33]]
+
+
+def test_resize_image_gives_pycaffes_numbers():
+    # upsampled: sampled at pixel centres with zeros beyond the edges (in [0, 1] units), so
+    # the borders lean towards the minimum
+    up = np.array([[0, 4, 8], [2, 6, 10]], np.float32)[:, :, None]
+    np.testing.assert_allclose(caffe.io.resize_image(up, (4, 5))[:, :, 0], _UPSAMPLED,
+                               rtol=1e-6, atol=1e-6)
+    # downsampled: skimage's Gaussian anti-aliasing first
+    down = (np.arange(36, dtype=np.float32).reshape(6, 6, 1) ** 1.5)
+    np.testing.assert_allclose(caffe.io.resize_image(down, (2, 3))[:, :, 0], _DOWNSAMPLED,
+                               rtol=1e-6)
+    # 4 channels: scipy's zoom maps corner onto corner
+    four = np.arange(36, dtype=np.float32).reshape(3, 3, 4)
+    np.testing.assert_allclose(caffe.io.resize_image(four, (5, 4))[:, :, 1], _FOUR_CHANNELS,
+                               rtol=1e-6)
+
+
+def test_resize_image_orders_above_one_use_scipy():
+    im = np.random.default_rng(3).random((5, 4, 3)).astype(np.float32)
+    try:
+        import scipy.ndimage  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="needs scipy"):
+            caffe.io.resize_image(im, (9, 7), interp_order=3)
+        return
+    out = caffe.io.resize_image(im, (9, 7), interp_order=3)
+    assert out.shape == (9, 7, 3) and out.dtype == np.float32
+    assert im.min() <= out.min() and out.max() <= im.max()  # clipped to the input's range
+    with pytest.raises(ValueError, match="from 0 to 5"):
+        caffe.io.resize_image(im, (9, 7), interp_order=6)
+
+
 def test_oversample_corners_centre_and_mirrors():
     im = np.arange(5 * 6, dtype=np.float32).reshape(5, 6, 1)
     crops = caffe.io.oversample([im, im + 100], (3, 4))
