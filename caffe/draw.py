@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from caffe.errors import CaffeError
+from caffe.errors import CaffeError, also
 from caffe.proto import caffe_pb2, upgrade
 
 LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}
@@ -113,7 +113,8 @@ def choose_color_by_layertype(layertype: str) -> str:
 def _included(layer: caffe_pb2.LayerParameter, phase) -> bool:
     """pycaffe's phase filter: include rules by phase, exclude rules by phase."""
     if layer.include and layer.exclude:
-        raise DrawError(f"Layer '{layer.name}' has both include and exclude specified")
+        raise also(DrawError(f"Layer '{layer.name}' has both include and exclude specified"),
+                   ValueError)  # pycaffe's error there
     included = not layer.include or any(rule.phase == phase for rule in layer.include)
     return included and not any(rule.phase == phase for rule in layer.exclude)
 

@@ -30,6 +30,8 @@ from caffe.errors import (
     PythonLayerError,
     ShapeMismatchError,
     UnknownLayerTypeError,
+    UnknownNameError,
+    also,
     with_device_hint,
 )
 from caffe.layer import PASS, Layer, Phase, ReshapeGate
@@ -151,25 +153,25 @@ def _import_python_layer(lp: caffe_pb2.LayerParameter) -> type:
         except Exception:  # a parent package that fails to import
             found = None
         if found is not None:  # the module is there: its own code or one of its imports failed
-            raise PythonLayerError(
+            raise also(PythonLayerError(
                 f"Layer '{lp.name}' (Python): module '{pp.module}' ({found.origin}) was found, "
                 f"but importing it failed: {type(e).__name__}: {e}"
                 + (" (a module it imports: install it, or add its folder to PYTHONPATH)"
-                   if isinstance(e, ImportError) else "")) from e
-        raise PythonLayerError(
+                   if isinstance(e, ImportError) else "")), type(e)) from e
+        raise also(PythonLayerError(
             f"Layer '{lp.name}' (Python): cannot import module '{pp.module}' "
             f"({type(e).__name__}: {e}). The module must be importable from sys.path "
-            f"(add its folder to PYTHONPATH). sys.path = {sys.path}") from e
+            f"(add its folder to PYTHONPATH). sys.path = {sys.path}"), type(e)) from e
     try:
         cls = getattr(module, pp.layer)
     except AttributeError:
-        raise PythonLayerError(
+        raise also(PythonLayerError(
             f"Layer '{lp.name}' (Python): module '{pp.module}' ({getattr(module, '__file__', '')}"
             f") has no class '{pp.layer}'" + (
                 " (module '__main__' is the program that builds the net: it finds only layers "
                 "defined in that script; for caffe train or other programs put the class in a "
                 "module of its own, e.g. my_layers.py next to the prototxt)"
-                if pp.module == "__main__" else "")) from None
+                if pp.module == "__main__" else "")), AttributeError) from None
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise PythonLayerError(
             f"Layer '{lp.name}' (Python): '{pp.module}.{pp.layer}' must be a class derived from "
@@ -240,13 +242,15 @@ def _raise_from(layer: Layer, stage: str, e: BaseException, bottom: Sequence[Blo
                 top: Sequence[Blob] = ()) -> None:
     """Re-raise an exception from a layer's code with the layer named (the original stays
     attached as ``__cause__``, with its traceback); for a Python layer, with a hint at the
-    usual mistakes (given its ``bottom`` and ``top`` blobs)."""
+    usual mistakes (given its ``bottom`` and ``top`` blobs). The error raised is also an
+    instance of the original's class, as pycaffe let a Python layer's exception through."""
     if isinstance(e, CaffeError) and f"'{layer.layer_param.name}'" in str(e):
         raise e
     python = layer.type == "Python"
     hint = python_layer_hint(stage, e, bottom, top, layer.layer_param) if python else ""
-    raise (PythonLayerError if python else LayerSetupError)(with_device_hint(
-        f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}{hint}")) from e
+    error = (PythonLayerError if python else LayerSetupError)(with_device_hint(
+        f"{_describe(layer)} failed in {stage}: {type(e).__name__}: {e}{hint}"))
+    raise also(error, type(e)) from e  # still caught by `except <what the layer raised>`
 
 
 def vacated(layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob],
@@ -282,7 +286,7 @@ class Net:
     ``Net(prototxt, phase, level=0, stages=None, weights=None)``, or the legacy
     ``Net(prototxt, weights, phase)``. ``prototxt`` may also be a ``NetParameter``."""
 
-    def __init__(self, network, *args, phase: int | None = None, level: int = 0,
+    def __init__(self, network_file, *args, phase: int | None = None, level: int = 0,
                  stages: Iterable[str] | None = None, weights: str | None = None,
                  allow_python_layers: bool = True, strict: bool = True) -> None:
         args = list(args)
@@ -296,12 +300,12 @@ class Net:
         if phase is None:
             raise TypeError("Net(...) needs a phase: caffe.TRAIN or caffe.TEST")
         extras: dict[str, dict] = {}
-        if isinstance(network, caffe_pb2.NetParameter):
+        if isinstance(network_file, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
-            param.CopyFrom(network)
+            param.CopyFrom(network_file)
             source = f"<NetParameter {param.name}>"
         else:
-            source = str(network)
+            source = str(network_file)
             param, extras = upgrade.read_net_file(source, strict)
         upgrade.upgrade_net_as_needed(param, source)
         param.state.phase = int(phase)
@@ -375,7 +379,8 @@ class Net:
             except UnknownLayerTypeError as e:
                 raise UnknownLayerTypeError(f"{self._source}: {e}") from None
             except PythonLayerError as e:  # the module or class named in the file
-                raise PythonLayerError(f"{self._source}: {e}") from e.__cause__
+                e.args = (f"{self._source}: {e}",)  # keeps its class (an ImportError too...)
+                raise
             layer.extra_params = self._extra_params.get(lp.name, {})
             self._layers.append(layer)
             self._layer_names.append(lp.name)
@@ -959,8 +964,8 @@ class Net:
         try:
             return self._layer_names.index(name)
         except ValueError:
-            raise KeyError(f"net '{self.name}' has no layer named '{name}'; layers: "
-                           f"{self._layer_names}") from None
+            raise UnknownNameError(f"net '{self.name}' has no layer named '{name}'; layers: "
+                                   f"{self._layer_names}") from None
 
     def forward(self, blobs: Sequence[str] | None = None, start: str | None = None,
                 end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
@@ -1015,7 +1020,14 @@ class Net:
         self._backward(start_ind, end_ind)
         return {name: self.blobs[name].diff for name in outputs}
 
+    def _batch(self, blobs: dict[str, np.ndarray]):
+        """pycaffe's ``Net._batch``: the arrays in dicts of one batch each, the last one padded
+        with zeros."""
+        for chunk, _ in self._batches(blobs):
+            yield chunk
+
     def _batches(self, arrays: dict[str, np.ndarray]):
+        """(one batch of each array, the last padded with zeros; how many items are real)."""
         names = list(arrays)
         if not names:
             return
@@ -1083,11 +1095,14 @@ class Net:
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray, index: int = 0) -> None:
         """Hand arrays to the MemoryData layer at ``index`` (pycaffe's ``set_input_arrays``)."""
         layer = self._layers[index]
-        if layer.type != "MemoryData":
-            raise NetDefinitionError(
+        if layer.type != "MemoryData":  # (RuntimeErrors too, as pycaffe raised here)
+            raise also(NetDefinitionError(
                 f"set_input_arrays needs a MemoryData layer at index {index}; layer "
-                f"'{layer.name}' is {layer.type}")
-        layer.reset(data, labels, len(data))
+                f"'{layer.name}' is {layer.type}"), RuntimeError)
+        try:
+            layer.reset(data, labels, len(data))
+        except CaffeError as e:
+            raise also(e, RuntimeError) from None
 
     def _set_input_arrays(self, data, labels, index: int = 0) -> None:
         self.set_input_arrays(data, labels, index)

@@ -16,12 +16,13 @@ records (a rank keeps every n-th one, as Caffe's). ``NCCL(solver, uid)`` joins t
 After the same averaged diffs, every rank applies the same update, so the weights stay equal
 without being sent again. Only rank 0 tests, snapshots and logs the training loss.
 
-``uid`` is a torch.distributed init method. ``NCCL.new_uid()`` makes a ``file://`` rendezvous
-for processes on one machine (pycaffe's ``python/train.py`` pattern); ``tcp://host:port`` or
-``env://`` (torchrun's variables) reach other machines. The backend is NCCL for CUDA nets and
-Gloo on the CPU; a process group the program has already initialised is used as it is. A rank
-waits for the others at most torch's default time (or ``NEOCAFFE_DIST_TIMEOUT`` seconds).
-``caffe train -gpu 0,1,...`` starts one such process per GPU (``spawn_ranks``).
+``uid`` is a torch.distributed init method (bytes or str). ``NCCL.new_uid()`` makes a
+``file://`` rendezvous for processes on one machine (pycaffe's ``python/train.py`` pattern);
+``tcp://host:port`` or ``env://`` (torchrun's variables) reach other machines. The backend is
+NCCL for CUDA nets and Gloo on the CPU; a process group the program has already initialised is
+used as it is. A rank waits for the others at most torch's default time (or
+``NEOCAFFE_DIST_TIMEOUT`` seconds). ``caffe train -gpu 0,1,...`` starts one such process per
+GPU (``spawn_ranks``).
 """
 
 from __future__ import annotations
@@ -97,14 +98,14 @@ class NCCL:
     # diffs and folds BatchNorm + Scale (Net.after_backward)
     param_diffs_only = True
 
-    def __init__(self, solver, uid: str = "") -> None:
+    def __init__(self, solver, uid: bytes | str = "") -> None:
         count, rank = solver_count(), solver_rank()
         if count < 1 or not 0 <= rank < count:
             raise CaffeError(f"caffe.NCCL: solver rank {rank} is not in 0..{count - 1} "
                              "(caffe.set_solver_count / caffe.set_solver_rank)")
         self.count = count
         if count > 1:
-            _join(str(uid), count, rank)
+            _join(uid.decode() if isinstance(uid, bytes) else str(uid), count, rank)
         elif os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
             LOG.warning("caffe.NCCL: WORLD_SIZE is %s but caffe.solver_count() is 1, so this "
                         "process trains alone; call caffe.set_solver_count(WORLD_SIZE) and "
@@ -124,10 +125,11 @@ class NCCL:
         self._agreed = SolverAction.NONE
 
     @staticmethod
-    def new_uid() -> str:
-        """A fresh rendezvous for processes on this machine (a ``file://`` init method)."""
+    def new_uid() -> bytes:
+        """A fresh rendezvous for processes on this machine: a ``file://`` init method, as
+        bytes (pycaffe's uid is bytes; ``NCCL`` takes bytes or str)."""
         name = f"neocaffe-nccl-{os.getpid()}-{secrets.token_hex(8)}"
-        return "file://" + os.path.join(tempfile.gettempdir(), name)
+        return ("file://" + os.path.join(tempfile.gettempdir(), name)).encode()
 
     def _group_op(self, tensors: list[torch.Tensor], op: Callable[[torch.Tensor], None],
                   extra: list[float] | None = None) -> list[float]:
