@@ -9,6 +9,7 @@ Graphviz's ``dot`` program (``apt-get install graphviz``, ``brew install graphvi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 from caffe.errors import CaffeError, also
@@ -164,7 +165,11 @@ def get_pydot_graph(caffe_net: caffe_pb2.NetParameter, rankdir: str, label_edges
 
 
 def _quoted(name: str) -> str:
-    """A blob name as a Graphviz node id (quoted, so that ':' or '/' are no syntax)."""
+    """A blob name as a Graphviz node id: as it is when it is a plain identifier (as pycaffe
+    names blob nodes, so that ``graph.get_node('conv1')`` finds them), else quoted, so that
+    ':' or '/' are no syntax (pydot reads a ':' as a port)."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return name
     return '"%s"' % name.replace('"', '\\"')
 
 

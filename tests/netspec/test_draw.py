@@ -87,6 +87,15 @@ def test_phase_filter_and_in_place_style():
 
 
 @needs_pydot
+def test_blob_nodes_are_named_as_pycaffe_names_them():
+    net = caffe_pb2.NetParameter()
+    text_format.Merge('layer { name: "in" type: "Input" top: "data" top: "a:b/c" }', net)
+    graph = caffe.draw.get_pydot_graph(net, "TB")
+    assert graph.get_node("data")  # a plain name as it is, as pycaffe's pydot.Node(blob)
+    assert graph.get_node('"a:b/c"')  # quoted, or pydot would read ':' as a port
+
+
+@needs_pydot
 def test_v1_nets_are_drawn_after_upgrade():
     v1 = upgrade.read_net_param(LENET_TRAIN_TEST, upgrade=False)
     assert v1.layers and not v1.layer
