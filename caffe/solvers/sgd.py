@@ -51,7 +51,7 @@ class SGDSolver(Solver):
         super()._check_param()
         p = self._param
         check_policy(p, self._source)
-        if p.regularization_type not in ("L1", "L2"):
+        if p.weight_decay and p.regularization_type not in ("L1", "L2"):  # (Caffe: once used)
             raise self._fail(f"unknown regularization_type '{p.regularization_type}'; use L1 "
                              "or L2")
 

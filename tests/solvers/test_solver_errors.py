@@ -58,6 +58,10 @@ def test_bad_parameters(text, message):
         caffe.get_solver(solver_param(text))
 
 
+def test_regularization_type_matters_only_with_weight_decay():
+    caffe.get_solver(solver_param("regularization_type: 'L3'"))  # Caffe checks it once used
+
+
 def test_test_iter_without_a_test_net(tmp_path):
     net = write(tmp_path, "net.prototxt", REGRESSION_NET)
     path = write(tmp_path, "solver.prototxt",

@@ -165,6 +165,17 @@ def test_solve_snapshots_periodically_and_after_training(tmp_path):
     assert solver.snapshots == []
 
 
+def test_a_second_solve_at_max_iter_snapshots_the_current_weights(tmp_path):
+    solver = regression_solver(f"max_iter: 2 snapshot_prefix: '{tmp_path}/s'")
+    solver.solve()
+    weights = solver.net.params["ip"][0]
+    weights.data[...] = 7.0  # changed after training: Caffe's Solve snapshots again
+    solver.solve()
+    saved = files.read_binary(f"{tmp_path}/s_iter_2.caffemodel", caffe_pb2.NetParameter())
+    layer = next(lp for lp in saved.layer if lp.name == "ip")
+    assert set(layer.blobs[0].data) == {7.0}
+
+
 def test_solve_resumes_from_a_state(tmp_path):
     text = f"max_iter: 6 momentum: 0.9 snapshot_prefix: '{tmp_path}/z'"
     full = regression_solver(text)
