@@ -38,13 +38,28 @@ def _commands() -> dict[str, object]:
     return found
 
 
+#: Caffe's own commands, and the flags its ``caffe`` binary defines for all of them (gflags
+#: are global: a command ignores the ones it does not use, as in ``caffe time -model m
+#: -weights w -gpu 0``)
+CAFFE_COMMANDS = ("train", "test", "time", "device_query")
+CAFFE_FLAGS = ("gpu", "solver", "model", "phase", "level", "stage", "snapshot", "weights",
+               "iterations", "sigint_effect", "sighup_effect")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from caffe import __version__
+
     parser = argparse.ArgumentParser(
         prog="caffe", description="neocaffe: Caffe's command line on PyTorch.")
+    parser.add_argument("--version", action="version", version=f"caffe version {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, module in sorted(_commands().items()):
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        if name in CAFFE_COMMANDS:
+            for flag in CAFFE_FLAGS:
+                if f"--{flag}" not in p._option_string_actions:
+                    p.add_argument(f"--{flag}", help=argparse.SUPPRESS)  # accepted, unused
         p.set_defaults(_run=module.run)
     return parser
 

@@ -137,14 +137,15 @@ class SignalActions:
     def __init__(self, sigint_effect: str, sighup_effect: str) -> None:
         self.pending = SolverAction.NONE
         self._previous: dict[int, object] = {}
-        effects = {"stop": SolverAction.STOP, "none": SolverAction.NONE}
-        plans = [(signal.SIGINT, sigint_effect,
-                  SolverAction.SNAPSHOT | SolverAction.STOP)]
+        # as Caffe: "snapshot" snapshots and training goes on, "stop" ends it (a stopped
+        # run snapshots on its way out unless snapshot_after_train is false)
+        effects = {"stop": SolverAction.STOP, "snapshot": SolverAction.SNAPSHOT,
+                   "none": SolverAction.NONE}
+        plans = [(signal.SIGINT, sigint_effect)]
         if hasattr(signal, "SIGHUP"):
-            plans.append((signal.SIGHUP, sighup_effect, SolverAction.SNAPSHOT))
-        for signum, effect, snapshot_action in plans:
-            action = snapshot_action if effect == "snapshot" else effects[effect]
-            self._previous[signum] = signal.signal(signum, self._handler(signum, action))
+            plans.append((signal.SIGHUP, sighup_effect))
+        for signum, effect in plans:
+            self._previous[signum] = signal.signal(signum, self._handler(signum, effects[effect]))
 
     def _handler(self, signum: int, action: SolverAction):
         def handle(_signum, _frame) -> None:
@@ -220,8 +221,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .solverstate (or .solverstate.h5) to resume training from")
     add_device_arguments(parser)
     parser.add_argument("--sigint_effect", choices=EFFECTS, default="stop",
-                        help="what SIGINT (Ctrl-C) does: stop (default), snapshot (then stop), "
-                        "none")
+                        help="what SIGINT (Ctrl-C) does: stop (default), snapshot (training "
+                        "goes on), none")
     parser.add_argument("--sighup_effect", choices=EFFECTS, default="snapshot",
                         help="what SIGHUP does: snapshot (default, training goes on), stop, none")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
