@@ -39,3 +39,18 @@ def _mode_and_seed():
         caffe.set_mode_cpu()
     caffe.set_random_seed(1701)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _log_state():
+    """Caffe's log as it was before the test: commands under test call init_log, which
+    points it at the (captured) stderr of that moment with the test's GLOG_minloglevel."""
+    from caffe._common import LOG
+
+    handlers, level = list(LOG.handlers), LOG.level
+    yield
+    for h in list(LOG.handlers):
+        LOG.removeHandler(h)
+    for h in handlers:
+        LOG.addHandler(h)
+    LOG.setLevel(level)

@@ -8,7 +8,7 @@ import argparse
 
 import numpy as np
 
-from caffe._common import LOG
+from caffe._common import LOG, init_log
 from caffe.data.cli_support import Progress
 from caffe.data.datum import datum_to_chw, parse_datum
 from caffe.data.db import BACKENDS, open_reader
@@ -53,6 +53,7 @@ def image_mean(path: str, backend: str = "lmdb") -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    init_log()
     mean = image_mean(args.input_db, args.backend)
     if args.output_file:
         blob = caffe_pb2.BlobProto(num=1, channels=mean.shape[0], height=mean.shape[1],
@@ -60,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
         blob.data.extend(mean.ravel().tolist())
         LOG.info("Write to %s", args.output_file)
         files.write_binary(args.output_file, blob)
-    print(f"Number of channels: {mean.shape[0]}")
-    for c, value in enumerate(mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)):
-        print(f"mean_value channel [{c}]: {value:g}")
+    # as Caffe logs them: each channel's values summed in float32 in order, over the count
+    LOG.info("Number of channels: %d", mean.shape[0])
+    planes = mean.reshape(mean.shape[0], -1)
+    for c, plane in enumerate(planes):
+        value = np.cumsum(plane, dtype=np.float32)[-1] / np.float32(plane.size)
+        LOG.info("mean_value channel [%d]:%g", c, value)
     return 0
 
 

@@ -12,7 +12,6 @@ import time
 import pytest
 from PIL import Image
 
-from caffe._common import LOG
 from caffe.proto import caffe_pb2, files
 from caffe.solvers import SolverAction
 from caffe.tools import cli
@@ -35,18 +34,12 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A folder with net.prototxt and solver.prototxt, as the working directory; INFO logging
-    (restored afterwards)."""
+    (tests/conftest.py restores the log afterwards)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GLOG_minloglevel", "0")
     (tmp_path / "net.prototxt").write_text(NET)
     write_solver(tmp_path)
-    handlers, level = list(LOG.handlers), LOG.level
-    yield tmp_path
-    for h in list(LOG.handlers):
-        LOG.removeHandler(h)
-    for h in handlers:
-        LOG.addHandler(h)
-    LOG.setLevel(level)
+    return tmp_path
 
 
 def write_solver(folder, name: str = "solver.prototxt", extra: str = "") -> str:
