@@ -1,55 +1,93 @@
-"""``caffe parse_log``: a training log as two CSV tables, as Caffe's ``tools/extra/parse_log.py``.
+"""``caffe parse_log``: a training log as two CSV tables, with the rows and values Caffe's
+``tools/extra/parse_log.py`` writes.
 
-``caffe parse_log train.log out/`` writes ``out/train.log.train`` (one row per displayed
-iteration: ``NumIters,Seconds,LearningRate`` and the train net's outputs) and
-``out/train.log.test`` (one row per test: the test net's outputs; a second test net's columns
-are named ``name#1``). ``Seconds`` counts from the ``Solving`` line (or the first stamped line);
-``LearningRate`` is the rate logged at that iteration, else the latest one logged before it
-(the first one for rows before any). A table with no rows is not written.
+``caffe parse_log train.log out/`` writes ``out/train.log.train`` and ``out/train.log.test``:
+columns ``NumIters,Seconds,LearningRate`` and then the net outputs in the order they first
+appear, numbers as Python floats (``100.0``), rows ended by CRLF (the csv module's Excel
+dialect). Caffe's rules, kept: lines are read from the one after ``Solving`` (``Seconds`` counts
+from it); the iteration is the last ``Iteration N`` seen; a ``Train/Test net output #k: name =
+v`` line adds ``name`` to the row of that iteration, starting a new row when the iteration
+changes; a row is complete, and written, once it has as many columns as the first row (the
+first row when the next one starts; a last incomplete row is dropped); ``LearningRate`` is the
+last ``lr = x`` read before the row began (Caffe logs an iteration's rate after its outputs, so
+train rows show the previous display's rate), and the first row takes the second's. A second
+test net's outputs go to the columns of the same names. A table with no rows is not written.
+Unlike Caffe's script, a log that runs over New Year's Eve counts on, and a log without a
+``Solving`` line counts from its first stamped line.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import csv
 import os
+import re
 from collections.abc import Iterable
 
 from caffe.errors import CaffeError
-from caffe.tools.training_log import scan, seconds_since, stamp
+from caffe.tools.training_log import seconds_since, stamp
 
 COMMAND = "parse_log"
 HELP = "write a training log's train and test outputs as CSV tables (log.train, log.test)"
 
 Row = dict[str, float]
 
+_ITERATION = re.compile(r"Iteration (\d+)")
+_OUTPUT = {kind: re.compile(kind + r" net output #\d+: (\S+) = ([.\deE+-]+)")
+           for kind in ("Train", "Test")}
+_LR = re.compile(r"lr = ([-+]?\d*\.?\d+(?:[eE]?[-+]?\d+)?)")
+
 
 def tables(lines: Iterable[str]) -> tuple[list[Row], list[Row]]:
     """The train rows and the test rows of a log (see the module text)."""
     lines = list(lines)
-    solving = (stamp(line) for line in lines if "Solving " in line)
-    start = (next((t for t in solving if t is not None), None)
-             or next((t for t in map(stamp, lines) if t is not None), None))
-    values = list(scan(lines))
-    seconds = (list(seconds_since(start, [v.time for v in values])) if start is not None
-               else [float("nan")] * len(values))
-    lrs = sorted({v.iteration: v.value for v in values if v.kind == "lr"}.items())
-    steps = [it for it, _ in lrs]
-
-    def rate(it: int) -> float:
-        if not lrs:
-            return float("nan")
-        return lrs[max(bisect.bisect_right(steps, it) - 1, 0)][1]
-
-    out: dict[str, dict[int, Row]] = {"train": {}, "test": {}}
-    for v, s in zip(values, seconds):
-        if v.kind not in out:
+    solving = next((i for i, line in enumerate(lines) if "Solving" in line), None)
+    if solving is not None:
+        start, lines = stamp(lines[solving].strip()), lines[solving + 1:]
+    else:
+        start = next((t for t in map(stamp, lines) if t is not None), None)
+    seconds = (list(seconds_since(start, [stamp(line) for line in lines])) if start is not None
+               else [float("nan")] * len(lines))
+    iteration = None
+    rate = float("nan")
+    done: dict[str, list[Row]] = {"Train": [], "Test": []}
+    rows: dict[str, Row | None] = {"Train": None, "Test": None}
+    for line, second in zip(lines, seconds):
+        m = _ITERATION.search(line)
+        if m:
+            iteration = float(m.group(1))
+        if iteration is None:
             continue
-        row = out[v.kind].setdefault(v.iteration, {
-            "NumIters": v.iteration, "Seconds": s, "LearningRate": rate(v.iteration)})
-        row[v.name if v.test_net == 0 else f"{v.name}#{v.test_net}"] = v.value
-    return list(out["train"].values()), list(out["test"].values())
+        m = _LR.search(line)
+        if m:
+            rate = float(m.group(1))
+        for kind, pattern in _OUTPUT.items():
+            rows[kind] = _add_output(pattern.search(line), rows[kind], done[kind], iteration,
+                                     second, rate)
+    for table in done.values():
+        if len(table) > 1:
+            table[0]["LearningRate"] = table[1]["LearningRate"]
+    return done["Train"], done["Test"]
+
+
+def _add_output(m: re.Match | None, row: Row | None, table: list[Row], iteration: float,
+                second: float, rate: float) -> Row | None:
+    """The row being filled after one line (``m``: its output, if any): a new row when the
+    iteration changed (the old one goes to ``table``), none once the row is complete."""
+    if m:
+        try:
+            value = float(m.group(2))
+        except ValueError:  # digits and signs that make no number
+            return row
+        if row is None or row["NumIters"] != iteration:
+            if row is not None:
+                table.append(row)
+            row = {"NumIters": iteration, "Seconds": second, "LearningRate": rate}
+        row[m.group(1)] = value
+    if row is not None and table and len(row) == len(table[0]):
+        table.append(row)
+        return None
+    return row
 
 
 def write_table(path: str, rows: list[Row], delimiter: str) -> None:
@@ -57,16 +95,10 @@ def write_table(path: str, rows: list[Row], delimiter: str) -> None:
     for row in rows:
         columns.update(dict.fromkeys(row))
     with open(path, "w", newline="") as f:
-        writer = csv.writer(f, delimiter=delimiter, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
-
-
-def _cell(value: float | None) -> str:
-    if value is None:
-        return ""
-    return str(value) if isinstance(value, int) else repr(float(value))
+        writer = csv.DictWriter(f, fieldnames=list(columns), dialect="excel",
+                                delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
