@@ -823,9 +823,10 @@ class Net:
             if self.debug_info:
                 LOG.info("    [Forward] Layer %s, top blob %s data: %g", name,
                          self._blob_names[bid], _abs_mean(b.tensor))
-        if self.debug_info:
-            for pid, net_pid in enumerate(self._param_id_vecs[li]):
-                LOG.info("    [Forward] Layer %s, param blob %d data: %g", name, pid,
+        if self.debug_info:  # a param is shown by its name (param { name }), else its index
+            for net_pid in self._param_id_vecs[li]:
+                LOG.info("    [Forward] Layer %s, param blob %s data: %g", name,
+                         self._param_display_names[net_pid],
                          _abs_mean(self._params[net_pid].tensor))
 
     def _inspect_backward(self, li: int) -> None:
@@ -840,13 +841,28 @@ class Net:
                 if self.debug_info:
                     LOG.info("    [Backward] Layer %s, bottom blob %s diff: %g", name,
                              self._blob_names[bid], _abs_mean(b.diff_tensor))
+        propagated = self._layers[li]._param_propagate_down
         for pid, net_pid in enumerate(self._param_id_vecs[li]):
+            if not propagated[pid]:  # (lr_mult 0: nothing computed)
+                continue
             p = self._params[net_pid]
             if self.check_nan:
                 self._check_finite(li, p.diff_tensor, f"param blob {pid} diff", "backward")
             if self.debug_info:
                 LOG.info("    [Backward] Layer %s, param blob %d diff: %g", name, pid,
                          _abs_mean(p.diff_tensor))
+
+    def _log_param_norms(self) -> None:
+        """Caffe's debug_info summary after a whole backward (at ERROR level, as Caffe logs
+        it): the L1 and L2 norms of all learnable parameters' data and diffs, summed in
+        float32 blob by blob."""
+        sums = np.zeros(4, dtype=np.float32)
+        for p in self._learnable_params:
+            t, g = p.tensor.float(), p.diff_tensor.float()
+            sums += np.array([t.abs().sum(), g.abs().sum(), (t * t).sum(), (g * g).sum()],
+                             dtype=np.float32)
+        LOG.error("    [Backward] All net params (data, diff): L1 norm = (%g, %g); L2 norm = "
+                  "(%g, %g)", sums[0], sums[1], np.sqrt(sums[2]), np.sqrt(sums[3]))
 
     def forward_prefilled(self) -> float:
         return self._whole_forward()
@@ -880,6 +896,8 @@ class Net:
             self._backward(release_diffs=release_diffs)
         finally:
             RELEASED.active = False
+        if self.debug_info:
+            self._log_param_norms()
         return loss
 
     def _whole_forward(self) -> float:

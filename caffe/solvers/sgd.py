@@ -113,8 +113,6 @@ class SGDSolver(Solver):
             data, diffs = [data[i] for i in moving], [diffs[i] for i in moving]
         if data:
             torch._foreach_sub_(data, diffs)
-        if self.net.debug_info:
-            self._log_update_debug()
 
     def _clip_gradients(self, diffs: list[torch.Tensor]) -> None:
         clip = self._param.clip_gradients
@@ -151,18 +149,6 @@ class SGDSolver(Solver):
         torch._foreach_mul_(diffs, rates)
         torch._foreach_add_(diffs, self.history, alpha=momentum)
         torch._foreach_copy_(self.history, diffs)
-
-    def _log_update_debug(self) -> None:
-        net = self.net
-        for net_pid, owner in enumerate(net._param_owners):
-            if owner >= 0:
-                continue
-            li, _ = net._param_layer_indices[net_pid]
-            blob = net._params[net_pid]
-            n = max(blob.count, 1)
-            LOG.info("    [Update] Layer %s, param %s data: %g; diff: %g", net._layer_names[li],
-                     net._param_display_names[net_pid], float(blob.tensor.abs().sum()) / n,
-                     float(blob.diff_tensor.abs().sum()) / n)
 
     # ------------------------------------------------------------------ solver state
     def _param_names(self) -> list[str]:

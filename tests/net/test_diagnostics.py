@@ -67,6 +67,31 @@ def test_debug_info_prints_caffe_lines(caplog):
     assert caffe.TRAIN == net.phase
 
 
+def test_debug_info_names_params_and_skips_frozen_ones(caplog):
+    # as Caffe: forward shows a named param by its name; backward leaves out a param with
+    # lr_mult 0, whose diff is not computed; a solver step ends with the norms of all params
+    text = LINREG.replace('name: "linreg"', 'name: "linreg" debug_info: true').replace(
+        'top: "fc"', 'top: "fc" param { name: "w" } param { lr_mult: 0 }')
+    net = make_net(text)
+    logger = logging.getLogger("caffe")
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    try:
+        net.forward_backward()
+    finally:
+        logger.setLevel(old)
+        logger.removeHandler(caplog.handler)
+    text = caplog.text
+    assert "[Forward] Layer fc, param blob w data:" in text
+    assert "[Forward] Layer fc, param blob 1 data:" in text
+    assert "[Backward] Layer fc, param blob 0 diff:" in text
+    assert "[Backward] Layer fc, param blob 1 diff:" not in text
+    w = net.params["fc"][0]
+    l1 = np.abs(w.data).sum() + np.abs(net.params["fc"][1].data).sum()
+    assert f"All net params (data, diff): L1 norm = ({l1:g}, {np.abs(w.diff).sum():g})" in text
+
+
 def test_a_device_side_assert_comes_with_the_label_check_hint(monkeypatch):
     """The GPU reports an out-of-range label later, from another layer: the error says so."""
     net = make_net(LINREG)
