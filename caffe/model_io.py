@@ -2,8 +2,10 @@
 (``/data/<layer>/<i>`` and ``/diff/<layer>/<i>``).
 
 Loading matches layers by name, as Caffe's CopyTrainedLayersFrom: source layers the net does
-not have are skipped with a log line; a shape mismatch raises naming the layer and both shapes;
-legacy 4-D BlobProto shapes (num/channels/height/width) match the trailing axes.
+not have are skipped with a log line; a shape mismatch or another number of blobs raises
+naming the layer; legacy 4-D BlobProto shapes (num/channels/height/width, which win over a
+BlobShape) match the trailing axes; a saved diff is restored with the data. Of two net layers
+of one name, a binary file fills the first and an HDF5 file the last, as Caffe does.
 """
 
 from __future__ import annotations
@@ -21,16 +23,22 @@ from caffe.proto import caffe_pb2, files, upgrade
 
 if TYPE_CHECKING:
     from caffe.blob import Blob
+    from caffe.layer import Layer
     from caffe.net import Net
 
 
 # ---------------------------------------------------------------------------- BlobProto
+def _has_legacy_shape(bp: caffe_pb2.BlobProto) -> bool:
+    return any(bp.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
 def proto_shape(bp: caffe_pb2.BlobProto) -> tuple[int, ...]:
-    """The shape a BlobProto declares (its BlobShape, or the legacy 4-D fields)."""
+    """The shape a BlobProto declares: its legacy 4-D fields when any is set (they win over a
+    BlobShape, as in Caffe's Blob::FromProto), else its BlobShape, else (count,)."""
+    if _has_legacy_shape(bp):
+        return (bp.num, bp.channels, bp.height, bp.width)
     if bp.HasField("shape"):
         return tuple(int(d) for d in bp.shape.dim)
-    if any(bp.HasField(f) for f in ("num", "channels", "height", "width")):
-        return (bp.num, bp.channels, bp.height, bp.width)
     return (len(bp.data) or len(bp.double_data),)
 
 
@@ -88,6 +96,10 @@ def _set_blob(blob: Blob, arr: np.ndarray) -> None:
     blob.tensor.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(blob.shape))
 
 
+def _set_diff(blob: Blob, arr: np.ndarray) -> None:
+    blob.diff_tensor.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(blob.shape))
+
+
 # ---------------------------------------------------------------------------- loading
 def read_weights_proto(path: str) -> caffe_pb2.NetParameter:
     """Read a binary caffemodel (current, V1 or V0 format; V0 is upgraded to V1)."""
@@ -118,7 +130,9 @@ def copy_trained_layers(net: Net, path: str) -> None:
         _copy_from_hdf5(net, path)
         return
     param = read_weights_proto(path)
-    by_name = {name: layer for name, layer in zip(net._layer_names, net._layers)}
+    by_name: dict[str, Layer] = {}
+    for name, layer in zip(net._layer_names, net._layers):
+        by_name.setdefault(name, layer)  # of two layers of one name, Caffe fills the first
     matched = 0
     ignored = []
     for name, blobs in _layers_with_blobs(param):
@@ -128,19 +142,23 @@ def copy_trained_layers(net: Net, path: str) -> None:
                 ignored.append(name)
             LOG.info("Ignoring source layer %s", name)
             continue
-        if len(blobs) == 0 and len(layer.blobs):
-            continue
         if len(blobs) != len(layer.blobs):
             raise ShapeMismatchError(
                 f"Incompatible number of blobs for layer '{name}' in {path}: the file has "
                 f"{len(blobs)}, the net's layer ({layer.type}) has {len(layer.blobs)}")
-        arrays = []
+        arrays, diffs = [], []
         for j, bp in enumerate(blobs):
-            src = proto_shape(bp)
-            _check_shape(name, j, layer.blobs[j].shape, src, not bp.HasField("shape"), path)
-            arrays.append(blobproto_to_array(bp, f"{path}: layer '{name}' blob {j}"))
-        for blob, arr in zip(layer.blobs, arrays):
+            where = f"{path}: layer '{name}' blob {j}"
+            _check_shape(name, j, layer.blobs[j].shape, proto_shape(bp),
+                         _has_legacy_shape(bp), path)
+            arrays.append(blobproto_to_array(bp, where))
+            # a diff saved with the weights (snapshot_diff) is restored too, as Caffe does
+            diffs.append(blobproto_to_array(bp, where, diff=True)
+                         if len(bp.diff) or len(bp.double_diff) else None)
+        for blob, arr, diff in zip(layer.blobs, arrays, diffs):
             _set_blob(blob, arr)
+            if diff is not None:
+                _set_diff(blob, diff)
         matched += 1
     if ignored and matched == 0:
         LOG.warning("No layer of %s matches a layer of net '%s'; the file's layers with "
@@ -197,12 +215,18 @@ def _copy_from_hdf5(net: Net, path: str) -> None:
         if not isinstance(data, h5py.Group):
             raise FileFormatError(f"{path}: HDF5 weights need a group '/data'; found "
                                   f"{list(f.keys())}")
-        for li, (name, layer) in enumerate(zip(net._layer_names, net._layers)):
-            group = data.get(name) if name else None
+        # as Caffe: the file's layers in name order, each into the net's last layer of that
+        # name; net layers the file lacks keep their values ('/' in a name nests groups)
+        index = {name: li for li, name in enumerate(net._layer_names) if name}
+        for name in data:
+            if name not in index and not any(n.startswith(name + "/") for n in index):
+                LOG.info("Ignoring source layer %s", name)
+        for name in sorted(index):
+            group = data.get(name)
             if group is None:
-                if layer.blobs:
-                    LOG.info("Ignoring target layer %s (not in %s)", name, path)
                 continue
+            li = index[name]
+            layer = net._layers[li]
             if not isinstance(group, h5py.Group):
                 raise FileFormatError(f"{path}: '/data/{name}' should be a group of datasets "
                                       f"'0', '1', ...; it is a {type(group).__name__}")
@@ -266,10 +290,10 @@ def save_hdf5(net: Net, path: str, write_diff: bool = False) -> None:
             if not name:
                 continue
             gd = data.require_group(name)
-            gf = diff.require_group(name) if diff is not None else None
             for j in owned:
-                blob = layer.blobs[j]
-                gd.create_dataset(str(j), data=blob.data)
-                if gf is not None:
+                gd.create_dataset(str(j), data=layer.blobs[j].data)
+            if diff is not None:  # every diff, shared parameters' too, as Caffe writes them
+                gf = diff.require_group(name)
+                for j, blob in enumerate(layer.blobs):
                     gf.create_dataset(str(j), data=blob.diff)
     files.write_atomic(path, buf.getvalue())

@@ -1163,11 +1163,16 @@ class Net:
         return clone
 
     def share_with(self, other: Net) -> None:
-        """Share parameter memory with ``other`` for layers of the same name."""
-        theirs = dict(zip(other._layer_names, other._layers))
+        """Share parameter memory with ``other`` for layers of the same name (as Caffe's
+        ShareTrainedLayersWith: each of ``other``'s layers in order, into this net's first
+        layer of that name; data only, the diffs stay apart)."""
+        targets: dict[str, Layer] = {}
         for name, layer in zip(self._layer_names, self._layers):
-            src = theirs.get(name)
-            if src is None:
+            targets.setdefault(name, layer)
+        for name, src in zip(other._layer_names, other._layers):
+            layer = targets.get(name)
+            if layer is None:
+                LOG.info("Ignoring source layer %s", name)
                 continue
             if len(src.blobs) != len(layer.blobs):
                 raise ShapeMismatchError(

@@ -173,3 +173,70 @@ def test_hdf5_weights_with_nested_repeated_and_empty_layer_names(tmp_path):
                              r"named 'conv1/bn' with parameters"):
         make_net(clash).save_hdf5(str(tmp_path / "w2.h5"))
     assert not os.path.exists(tmp_path / "w2.h5")
+
+
+def _caffemodel(tmp_path, param: caffe_pb2.NetParameter) -> str:
+    path = str(tmp_path / "w.caffemodel")
+    open(path, "wb").write(param.SerializeToString())
+    return path
+
+
+def _fc_layer(param: caffe_pb2.NetParameter, value: float) -> caffe_pb2.LayerParameter:
+    lp = param.layer.add(name="fc", type="InnerProduct")
+    for shape in ([2, 3], [2]):
+        bp = lp.blobs.add()
+        bp.shape.dim.extend(shape)
+        bp.data.extend([value] * int(np.prod(shape)))
+    return lp
+
+
+def test_binary_weights_follow_caffes_copy_rules(tmp_path):
+    # a saved diff (snapshot_diff) is restored with the data
+    param = caffe_pb2.NetParameter()
+    lp = _fc_layer(param, 1.0)
+    lp.blobs[0].diff.extend([0.5] * 6)
+    net = make_net(LINREG)
+    net.copy_from(_caffemodel(tmp_path, param))
+    assert (net.params["fc"][0].diff == 0.5).all() and (net.params["fc"][1].diff == 0).all()
+    # the legacy 4-D fields win over a BlobShape when a blob has both (Blob::FromProto)
+    lp.blobs[0].num, lp.blobs[0].channels, lp.blobs[0].height, lp.blobs[0].width = 1, 1, 2, 3
+    lp.blobs[0].shape.dim[:] = [6]
+    make_net(LINREG).copy_from(_caffemodel(tmp_path, param))
+    # a layer of the file without blobs for a layer that has some is an error, not a skip
+    empty = caffe_pb2.NetParameter()
+    empty.layer.add(name="fc", type="InnerProduct")
+    with pytest.raises(ShapeMismatchError, match="Incompatible number of blobs for layer 'fc'"):
+        make_net(LINREG).copy_from(_caffemodel(tmp_path, empty))
+
+
+def test_two_layers_of_one_name_take_the_weights_as_in_caffe(tmp_path):
+    text = LINREG + (
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc2" '
+        'inner_product_param { num_output: 2 } }')
+    param = caffe_pb2.NetParameter()
+    _fc_layer(param, 4.0)
+    path = _caffemodel(tmp_path, param)
+    net = make_net(text)
+    net.copy_from(path)  # binary: the first layer of that name (CopyTrainedLayersFrom)
+    first, second = (layer.blobs[0].data for layer in net.layers if layer.blobs)
+    assert (first == 4.0).all() and not (second == 4.0).all()
+    source = make_net(LINREG)
+    source.params["fc"][0].data[...] = 9.0
+    net.share_with(source)  # into the first layer of that name (ShareTrainedLayersWith)
+    first, second = (layer.blobs[0].data for layer in net.layers if layer.blobs)
+    assert (first == 9.0).all() and not (second == 9.0).all()
+
+
+def test_hdf5_diffs_of_shared_params_are_written(tmp_path):
+    text = LINREG + ('layer { name: "fc_b" type: "InnerProduct" bottom: "data" top: "fc_b" '
+                     'param { name: "w" } param { name: "b" } '
+                     'inner_product_param { num_output: 2 } }')
+    text = text.replace('top: "fc"\n', 'top: "fc"\n param { name: "w" } param { name: "b" }\n')
+    net = make_net(text)
+    path = str(tmp_path / "w.h5")
+    net.save_hdf5(path, write_diff=True)
+    import h5py
+
+    with h5py.File(path) as f:
+        assert set(f["data"]) >= {"fc"} and len(f["data/fc_b"]) == 0  # data once, by the owner
+        assert set(f["diff/fc_b"]) == {"0", "1"}  # diffs of every layer (Net::ToHDF5)
