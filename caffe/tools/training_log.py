@@ -18,7 +18,7 @@ _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))
 _TRAIN_LOSS = re.compile(r"Iteration (\d+)(?: \([^)]*\))?, loss = " + _NUMBER)
 _LR = re.compile(r"Iteration (\d+), lr = " + _NUMBER)
 _TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
-_OUTPUT = re.compile(r"(Train|Test) net output #\d+: (\S+) = " + _NUMBER + r"( \(\*)?")
+_OUTPUT = re.compile(r"(Train|Test) net output #(\d+): (\S+) = " + _NUMBER + r"( \(\*)?")
 _ITERATION = re.compile(r"Iteration (\d+)")
 _STAMP = re.compile(r"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6}) ")
 
@@ -26,8 +26,9 @@ _STAMP = re.compile(r"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6}) ")
 @dataclass(frozen=True)
 class Value:
     """One logged number. ``kind``: 'loss' (the smoothed training loss), 'lr', 'train' or
-    'test' (a net output; ``test_net`` says which test net, ``is_loss`` whether it carries a
-    loss weight). ``time``: the line's glog stamp (month, day, clock; no year), or None."""
+    'test' (a net output: ``output`` is its number #k, ``test_net`` says which test net,
+    ``is_loss`` whether it carries a loss weight). ``time``: the line's glog stamp (month, day,
+    clock; no year), or None."""
 
     kind: str
     iteration: int
@@ -36,6 +37,7 @@ class Value:
     test_net: int = 0
     is_loss: bool = False
     time: datetime.datetime | None = None
+    output: int = 0
 
 
 def stamp(line: str) -> datetime.datetime | None:
@@ -69,10 +71,11 @@ def scan(lines: Iterable[str]) -> Iterator[Value]:
             continue
         m = _OUTPUT.search(line)
         if m:
-            kind, name, value, is_loss = m.groups()
+            kind, output, name, value, is_loss = m.groups()
             train = kind == "Train"
             yield Value("train" if train else "test", it if train else test_it, name,
-                        float(value), 0 if train else test_net, bool(is_loss), stamp(line))
+                        float(value), 0 if train else test_net, bool(is_loss), stamp(line),
+                        int(output))
             continue
         m = _ITERATION.search(line)
         if m:

@@ -249,6 +249,25 @@ def test_plot_reads_bvlc_caffe_logs():
     assert panels["learning rate"]["lr"] == [(0, 0.01), (100, 0.005)]
 
 
+def test_plot_draws_plot_training_log_charts(tmp_path, capsys):
+    from caffe.tools.plot import chart
+
+    logs = {"a.log": BVLC_LOG.splitlines(), "runs/b.log": BVLC_LOG.splitlines()[:6]}
+    loss = chart(6, logs)  # train loss vs. iters, one curve per log
+    assert loss.title == "Train loss vs. Iters"
+    assert loss.series == {"a": [(0.0, 2.4), (100.0, 0.3)], "b": [(0.0, 2.4)]}
+    accuracy = chart(1, logs)  # test accuracy (output #0 of test net 0) vs. seconds
+    assert accuracy.series["a"] == [(0.2, 0.1), (3.0, 0.97)]
+    assert chart(2, logs).series["a"] == [(0.0, 2.3), (200.0, 0.1)]  # test output #1
+    (tmp_path / "a.log").write_text(BVLC_LOG)
+    rc, out, err = caffe_cli(capsys, "plot", "4", str(tmp_path / "lr.png"),
+                             str(tmp_path / "a.log"))
+    assert rc == 0, err
+    assert "Train learning rate vs. Iters: a" in out and (tmp_path / "lr.png").exists()
+    rc, _, err = caffe_cli(capsys, "plot", "9", "x.png", str(tmp_path / "a.log"))
+    assert rc == 1 and "0: Test accuracy vs. Iters" in err
+
+
 def test_signal_actions_map_effects():
     actions = SignalActions("snapshot", "stop")
     try:
