@@ -174,3 +174,15 @@ def test_layer_type_list_and_phases():
     types = caffe.layer_type_list()
     assert types == sorted(types) and {"Convolution", "ReLU", "Input"} <= set(types)
     assert caffe.TRAIN == 0 and caffe.TEST == 1 and str(caffe.TRAIN) == "TRAIN"
+
+
+def test_pycaffes_modules_are_importable():
+    # scripts import from pycaffe's own modules: caffe.pycaffe, caffe._caffe, caffe.io, ...
+    import caffe.pycaffe
+    from caffe.pycaffe import Net, SGDSolver  # noqa: F401
+
+    assert caffe.pycaffe.Net is caffe.Net and caffe.pycaffe.NCCL is caffe.NCCL
+    assert set(caffe.pycaffe.__all__) <= set(dir(caffe))
+    for module in ("caffe.io", "caffe.draw", "caffe.net_spec", "caffe.coord_map",
+                   "caffe.classifier", "caffe.detector", "caffe.proto.caffe_pb2", "caffe._caffe"):
+        __import__(module)
