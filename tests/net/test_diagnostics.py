@@ -46,20 +46,23 @@ def test_without_the_check_nan_passes_silently():
     assert np.isnan(net.blobs["y"].data[1])
 
 
-def test_debug_info_prints_caffe_lines(caplog):
-    text = LINREG.replace('name: "linreg"', 'name: "linreg" debug_info: true')
-    net = make_net(text)
+def _logged(caplog, run) -> str:
+    """What Caffe's log says at INFO while ``run()`` runs."""
     logger = logging.getLogger("caffe")
     old = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(caplog.handler)
     try:
-        net.forward()
-        net.backward()
+        run()
     finally:
         logger.setLevel(old)
         logger.removeHandler(caplog.handler)
-    text = caplog.text
+    return caplog.text
+
+
+def test_debug_info_prints_caffe_lines(caplog):
+    net = make_net(LINREG.replace('name: "linreg"', 'name: "linreg" debug_info: true'))
+    text = _logged(caplog, lambda: (net.forward(), net.backward()))
     assert "[Forward] Layer fc, top blob fc data:" in text
     assert "[Forward] Layer fc, param blob 0 data:" in text
     assert "[Backward] Layer fc, param blob 1 diff:" in text
@@ -73,16 +76,7 @@ def test_debug_info_names_params_and_skips_frozen_ones(caplog):
     text = LINREG.replace('name: "linreg"', 'name: "linreg" debug_info: true').replace(
         'top: "fc"', 'top: "fc" param { name: "w" } param { lr_mult: 0 }')
     net = make_net(text)
-    logger = logging.getLogger("caffe")
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(caplog.handler)
-    try:
-        net.forward_backward()
-    finally:
-        logger.setLevel(old)
-        logger.removeHandler(caplog.handler)
-    text = caplog.text
+    text = _logged(caplog, net.forward_backward)
     assert "[Forward] Layer fc, param blob w data:" in text
     assert "[Forward] Layer fc, param blob 1 data:" in text
     assert "[Backward] Layer fc, param blob 0 diff:" in text
