@@ -386,8 +386,9 @@ class Solver:
             LOG.info("Restoring previous solver status from %s", resume_file)
             self.restore(resume_file)
         start_iter = self.iter
-        # a snapshot this solve() already wrote at the last iteration (an action asking for
-        # a snapshot and a stop) is not written twice; one from before this call is
+        # a snapshot this solve() already wrote at its last iteration (an action asking for
+        # a snapshot and a stop) is not written twice; one written before this call is written
+        # again, as the weights may have changed since
         self._last_snapshot_iter = None
         self.step(p.max_iter - self.iter)
         if not root_solver():  # the other ranks of a data-parallel run only train
