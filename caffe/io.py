@@ -142,14 +142,15 @@ def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1)
     if im.shape[-1] not in (1, 3):
         scale = np.array((h, w), dtype=float) / np.array(im.shape[:2])
         out_shape = tuple(int(round(n * z)) for n, z in zip(im.shape[:2], scale))
-        return _zoom(_floating(im), out_shape, interp_order, grid=False).astype(np.float32)
+        return _zoom(_floating(im), out_shape, interp_order, (0.0, 0.0), grid=False
+                     ).astype(np.float32)
     lo, hi = im.min(), im.max()
     if not hi > lo:
         return np.full((h, w, im.shape[-1]), lo, dtype=np.float32)
     std = _floating((im - lo) / (hi - lo))
     factors = np.array(std.shape[:2]) / np.array((h, w))
-    blurred = _gaussian_blur(std, np.maximum(0, (factors - 1) / 2)) if (factors > 1).any() else std
-    out = np.clip(_zoom(blurred, (h, w), interp_order, grid=True), std.min(), std.max())
+    sigmas = np.maximum(0, (factors - 1) / 2) if (factors > 1).any() else (0.0, 0.0)
+    out = np.clip(_zoom(std, (h, w), interp_order, sigmas, grid=True), std.min(), std.max())
     return (out * (hi - lo) + lo).astype(np.float32)
 
 
@@ -158,68 +159,81 @@ def _floating(a: np.ndarray) -> np.ndarray:
     return a if a.dtype == np.float32 else a.astype(np.float64)
 
 
-def _gaussian_blur(a: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-    """A Gaussian blur of the first two axes with zeros beyond the edges, one axis after the
-    other, each pass computed in float64 and stored in ``a``'s dtype; the kernel reaches
-    ``int(4 sigma + 0.5)`` pixels (scipy.ndimage.gaussian_filter's truncation)."""
-    for axis, sigma in enumerate(sigmas):
-        if sigma <= 1e-15:
-            continue
-        r = int(4.0 * sigma + 0.5)
-        k = np.arange(-r, r + 1)
-        weights = np.exp(-0.5 / (sigma * sigma) * k * k)
-        weights /= weights.sum()
-        pad = [(0, 0)] * a.ndim
-        pad[axis] = (r, r)
-        padded = np.pad(a.astype(np.float64), pad)
-        n = a.shape[axis]
-        acc = np.zeros(a.shape, dtype=np.float64)
-        for j, wj in enumerate(weights):
-            acc += wj * padded.take(range(j, j + n), axis=axis)
-        a = acc.astype(a.dtype)
-    return a
-
-
-def _zoom(a: np.ndarray, out_hw: tuple[int, int], order: int, grid: bool) -> np.ndarray:
-    """``a`` (H, W, K) resampled to ``out_hw`` with splines of ``order``, as
-    ``scipy.ndimage.zoom`` with ``grid_mode=grid``: with it, sample at output pixel centres
-    and read zeros beyond the edges ('grid-constant'); without, map corner onto corner."""
+def _zoom(a: np.ndarray, out_hw: tuple[int, int], order: int, sigmas: Sequence[float],
+          grid: bool) -> np.ndarray:
+    """``a`` (H, W, K) blurred along H and W by Gaussians of ``sigmas`` (0: none), then
+    resampled to ``out_hw`` with splines of ``order``, as ``scipy.ndimage.gaussian_filter``
+    and ``zoom`` with ``grid_mode=grid`` compute it: with it, samples at the output pixel
+    centres and zeros beyond the edges ('grid-constant'); without, corner onto corner. For
+    orders 0 and 1 the blur is computed only at the rows and columns the samples read (a
+    photo shrunk to a net's input reads a few hundred of thousands), each axis's pass stored
+    in ``a``'s dtype as scipy stores it; the samples are then combined in float64."""
     if order > 1:
         try:
             from scipy import ndimage
         except ImportError:
             raise ValueError(f"resize_image with interp_order {order} needs scipy (pip install "
                              "scipy); orders 0 and 1 do not") from None
+        for axis, sigma in enumerate(sigmas):
+            a = _blur_at(a, axis, sigma, np.arange(a.shape[axis]))
         factors = (out_hw[0] / a.shape[0], out_hw[1] / a.shape[1], 1)
         return ndimage.zoom(a, factors, order=order, grid_mode=grid,
                             mode="grid-constant" if grid else "constant")
+    reads = []
+    for axis, (sigma, n_out) in enumerate(zip(sigmas, out_hw)):
+        n_in = a.shape[axis]
+        index, weight = _taps(_sample_coords(n_in, n_out, grid), order)
+        inside = (index >= 0) & (index < n_in)
+        needed = np.unique(index[inside])
+        a = _blur_at(a, axis, sigma, needed)
+        # where each tap reads in the reduced axis; a tap beyond the edges reads a zero
+        reads.append((np.where(inside, np.searchsorted(needed, index), len(needed)), weight))
     out = a.astype(np.float64)
-    for axis, n_out in enumerate(out_hw):
-        out = _resample_axis(out, axis, n_out, order, grid)
+    for axis, (pos, weight) in enumerate(reads):
+        zero = np.zeros_like(out.take([0], axis=axis))
+        picked = np.concatenate([out, zero], axis=axis).take(pos, axis=axis)
+        shape = [1] * out.ndim
+        shape[axis:axis + 1] = weight.shape
+        out = (picked * weight.reshape(shape)).sum(axis=axis + 1)
     return out.astype(a.dtype)
 
 
-def _resample_axis(a: np.ndarray, axis: int, n_out: int, order: int, grid: bool) -> np.ndarray:
-    """Linear (order 1) or nearest (order 0, ties rounding up) samples of ``a`` along
-    ``axis`` at ``n_out`` points (see ``_zoom``)."""
-    n_in = a.shape[axis]
+def _sample_coords(n_in: int, n_out: int, grid: bool) -> np.ndarray:
+    """Where the ``n_out`` output samples lie on the input axis (see ``_zoom``)."""
     o = np.arange(n_out, dtype=np.float64)
     if grid:
-        coords = (o + 0.5) * (n_in / n_out) - 0.5
-    else:
-        coords = np.clip(o * ((n_in - 1) / (n_out - 1) if n_out > 1 else 1.0), 0, n_in - 1)
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (1, 1)
-    padded = np.pad(a, pad)  # zeros beyond the edges: index i reads padded[i + 1]
-    shape = [1] * a.ndim
-    shape[axis] = n_out
+        return (o + 0.5) * (n_in / n_out) - 0.5
+    return np.clip(o * ((n_in - 1) / (n_out - 1) if n_out > 1 else 1.0), 0, n_in - 1)
+
+
+def _taps(coords: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input indices, weights), each (n_out, taps): order 0 the nearest sample (ties round
+    up), order 1 the two around each point with linear weights."""
     if order == 0:
-        return padded.take(np.floor(coords + 0.5).astype(np.intp) + 1, axis=axis)
+        return np.floor(coords + 0.5).astype(np.intp)[:, None], np.ones((len(coords), 1))
     left = np.floor(coords)
-    t = (coords - left).reshape(shape)
-    i = np.clip(left.astype(np.intp) + 1, 0, n_in + 1)
-    j = np.clip(i + 1, 0, n_in + 1)
-    return padded.take(i, axis=axis) * (1 - t) + padded.take(j, axis=axis) * t
+    t = coords - left
+    left = left.astype(np.intp)
+    return np.stack([left, left + 1], 1), np.stack([1 - t, t], 1)
+
+
+def _blur_at(a: np.ndarray, axis: int, sigma: float, index: np.ndarray) -> np.ndarray:
+    """``a`` blurred along ``axis`` by a Gaussian of ``sigma`` with zeros beyond the edges, at
+    the positions ``index`` only (computed in float64, stored in ``a``'s dtype); the kernel
+    reaches ``int(4 sigma + 0.5)`` pixels (scipy.ndimage.gaussian_filter's truncation)."""
+    if sigma <= 1e-15:
+        return a.take(index, axis=axis)
+    r = int(4.0 * sigma + 0.5)
+    k = np.arange(-r, r + 1)
+    weights = np.exp(-0.5 / (sigma * sigma) * k * k)
+    weights /= weights.sum()
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    padded = np.pad(a.astype(np.float64), pad)
+    acc = np.zeros(a.take(index, axis=axis).shape, dtype=np.float64)
+    for j, wj in enumerate(weights):  # a loop over the kernel's taps
+        acc += wj * padded.take(index + j, axis=axis)
+    return acc.astype(a.dtype)
 
 
 def oversample(images: Sequence[np.ndarray], crop_dims: Sequence[int]) -> np.ndarray:
