@@ -17,6 +17,7 @@ from PIL import Image
 from caffe.data.datum import chw_to_datum, datum_to_chw
 from caffe.data.image import DECODE_FORMATS
 from caffe.errors import FileFormatError
+from caffe.model_io import has_legacy_shape
 from caffe.proto import caffe_pb2, files
 
 __all__ = [
@@ -40,7 +41,7 @@ def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> 
     scalar, so only one value fits)."""
     values = (blob.double_diff or blob.diff) if return_diff else (blob.double_data or blob.data)
     data = np.array(values, dtype=np.float64)
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+    if has_legacy_shape(blob):
         shape: tuple[int, ...] = (blob.num, blob.channels, blob.height, blob.width)
     else:
         shape = tuple(blob.shape.dim)

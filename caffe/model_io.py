@@ -22,20 +22,19 @@ from caffe.errors import FileFormatError, NetDefinitionError, ShapeMismatchError
 from caffe.proto import caffe_pb2, files, upgrade
 
 if TYPE_CHECKING:
-    from caffe.blob import Blob
-    from caffe.layer import Layer
     from caffe.net import Net
 
 
 # ---------------------------------------------------------------------------- BlobProto
-def _has_legacy_shape(bp: caffe_pb2.BlobProto) -> bool:
+def has_legacy_shape(bp: caffe_pb2.BlobProto) -> bool:
+    """Whether a BlobProto sets any of the legacy num/channels/height/width fields."""
     return any(bp.HasField(f) for f in ("num", "channels", "height", "width"))
 
 
 def proto_shape(bp: caffe_pb2.BlobProto) -> tuple[int, ...]:
     """The shape a BlobProto declares: its legacy 4-D fields when any is set (they win over a
     BlobShape, as in Caffe's Blob::FromProto), else its BlobShape, else (count,)."""
-    if _has_legacy_shape(bp):
+    if has_legacy_shape(bp):
         return (bp.num, bp.channels, bp.height, bp.width)
     if bp.HasField("shape"):
         return tuple(int(d) for d in bp.shape.dim)
@@ -92,12 +91,9 @@ def _check_shape(layer_name: str, j: int, target: tuple[int, ...], source: tuple
         "layer's parameters from scratch rather than copying from a saved net, rename the layer.")
 
 
-def _set_blob(blob: Blob, arr: np.ndarray) -> None:
-    blob.tensor.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(blob.shape))
-
-
-def _set_diff(blob: Blob, arr: np.ndarray) -> None:
-    blob.diff_tensor.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(blob.shape))
+def _fill(target: torch.Tensor, arr: np.ndarray) -> None:
+    """Copy ``arr`` into a blob's data or diff tensor, of the same count."""
+    target.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(target.shape))
 
 
 # ---------------------------------------------------------------------------- loading
@@ -130,9 +126,7 @@ def copy_trained_layers(net: Net, path: str) -> None:
         _copy_from_hdf5(net, path)
         return
     param = read_weights_proto(path)
-    by_name: dict[str, Layer] = {}
-    for name, layer in zip(net._layer_names, net._layers):
-        by_name.setdefault(name, layer)  # of two layers of one name, Caffe fills the first
+    by_name = net._first_layers_by_name()  # of two layers of one name, Caffe fills the first
     matched = 0
     ignored = []
     for name, blobs in _layers_with_blobs(param):
@@ -150,15 +144,15 @@ def copy_trained_layers(net: Net, path: str) -> None:
         for j, bp in enumerate(blobs):
             where = f"{path}: layer '{name}' blob {j}"
             _check_shape(name, j, layer.blobs[j].shape, proto_shape(bp),
-                         _has_legacy_shape(bp), path)
+                         has_legacy_shape(bp), path)
             arrays.append(blobproto_to_array(bp, where))
             # a diff saved with the weights (snapshot_diff) is restored too, as Caffe does
             diffs.append(blobproto_to_array(bp, where, diff=True)
                          if len(bp.diff) or len(bp.double_diff) else None)
         for blob, arr, diff in zip(layer.blobs, arrays, diffs):
-            _set_blob(blob, arr)
+            _fill(blob.tensor, arr)
             if diff is not None:
-                _set_diff(blob, diff)
+                _fill(blob.diff_tensor, diff)
         matched += 1
     if ignored and matched == 0:
         LOG.warning("No layer of %s matches a layer of net '%s'; the file's layers with "
@@ -247,7 +241,7 @@ def _copy_from_hdf5(net: Net, path: str) -> None:
                 where = f"{path}: '/data/{name}/{key}'"
                 ds = hdf5_dataset(group.get(key), where)
                 _check_shape(name, j, blob.shape, tuple(ds.shape), True, path)
-                _set_blob(blob, hdf5_read(ds, where))
+                _fill(blob.tensor, hdf5_read(ds, where))
 
 
 # ---------------------------------------------------------------------------- saving

@@ -1162,13 +1162,19 @@ class Net:
         clone.share_with(self)
         return clone
 
+    def _first_layers_by_name(self) -> dict[str, Layer]:
+        """Each layer name's first layer (Caffe's search by name when it copies or shares
+        weights)."""
+        first: dict[str, Layer] = {}
+        for name, layer in zip(self._layer_names, self._layers):
+            first.setdefault(name, layer)
+        return first
+
     def share_with(self, other: Net) -> None:
         """Share parameter memory with ``other`` for layers of the same name (as Caffe's
         ShareTrainedLayersWith: each of ``other``'s layers in order, into this net's first
         layer of that name; data only, the diffs stay apart)."""
-        targets: dict[str, Layer] = {}
-        for name, layer in zip(self._layer_names, self._layers):
-            targets.setdefault(name, layer)
+        targets = self._first_layers_by_name()
         for name, src in zip(other._layer_names, other._layers):
             layer = targets.get(name)
             if layer is None:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 
 from caffe.errors import CaffeError
-from caffe.tools.training_log import seconds_since, stamp
+from caffe.tools.training_log import seconds_since, stamp, training_start
 
 COMMAND = "parse_log"
 HELP = "write a training log's train and test outputs as CSV tables (log.train, log.test)"
@@ -41,11 +41,8 @@ _LR = re.compile(r"lr = ([-+]?\d*\.?\d+(?:[eE]?[-+]?\d+)?)")
 def tables(lines: Iterable[str]) -> tuple[list[Row], list[Row]]:
     """The train rows and the test rows of a log (see the module text)."""
     lines = list(lines)
-    solving = next((i for i, line in enumerate(lines) if "Solving" in line), None)
-    if solving is not None:
-        start, lines = stamp(lines[solving].strip()), lines[solving + 1:]
-    else:
-        start = next((t for t in map(stamp, lines) if t is not None), None)
+    first, start = training_start(lines)
+    lines = lines[first:]
     seconds = (list(seconds_since(start, [stamp(line) for line in lines])) if start is not None
                else [float("nan")] * len(lines))
     iteration = None

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 from caffe.errors import CaffeError
-from caffe.tools.training_log import scan, seconds_since, stamp
+from caffe.tools.training_log import scan, seconds_since, training_start
 
 COMMAND = "plot"
 HELP = "draw training and test curves from a training log as a PNG"
@@ -73,9 +73,7 @@ def chart(chart_type: int, logs: dict[str, list[str]]) -> Panel:
                   and (output is None or (v.output == output and v.test_net == 0))]
         xs: list[float] = [float(v.iteration) for v in values]
         if by_seconds:
-            solving = (stamp(line) for line in lines if "Solving" in line)
-            start = (next((t for t in solving if t is not None), None)
-                     or next((t for t in map(stamp, lines) if t is not None), None))
+            _, start = training_start(lines)
             xs = (list(seconds_since(start, [v.time for v in values])) if start is not None
                   else [])
         for x, v in zip(xs, values):

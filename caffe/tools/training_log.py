@@ -82,6 +82,15 @@ def scan(lines: Iterable[str]) -> Iterator[Value]:
             it = int(m.group(1))
 
 
+def training_start(lines: list[str]) -> tuple[int, datetime.datetime | None]:
+    """(index of the first line after ``Solving``, its time stamp): where Caffe's log tools
+    start reading and counting seconds. Without a ``Solving`` line: (0, the first stamp)."""
+    solving = next((i for i, line in enumerate(lines) if "Solving" in line), None)
+    if solving is not None:
+        return solving + 1, stamp(lines[solving].strip())
+    return 0, next((t for t in map(stamp, lines) if t is not None), None)
+
+
 def seconds_since(start: datetime.datetime, times: Iterable[datetime.datetime | None]
                   ) -> Iterator[float]:
     """Seconds from ``start`` to each of ``times`` (in log order; a stamp earlier than the one
