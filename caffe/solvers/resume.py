@@ -1,7 +1,9 @@
 """The resume state saved with solver snapshots, so that training k iterations, snapshotting,
-restoring in a new process and training on gives the losses and weights of an uninterrupted
-run: the random generators (``caffe._common.get_rng_state``) and the state of the train net's
-layers (``Layer.state_dict``: data positions, shuffle orders, private generators).
+restoring in a new process with ``exact=True`` and training on gives the losses and weights of
+an uninterrupted run: the random generators (``caffe._common.get_rng_state``) and the state of
+the train net's layers (``Layer.state_dict``: data positions, shuffle orders, private
+generators). A plain restore ignores it, as Caffe does: data layers start again at their first
+batch.
 
 BVLC Caffe's SolverState has no field for it, so it is kept where Caffe does not look: a JSON
 sidecar ``<state file>.rng`` next to a binary ``.solverstate`` (written before the state file,
@@ -82,6 +84,12 @@ def read_sidecar(state_file: str) -> tuple[bytes, str] | None:
             return f.read(MAX_BYTES + 1), path
     except OSError as e:
         raise SolverFileError(f"cannot read the resume state '{path}': {e.strerror}") from None
+
+
+def log_restart(state_file: str) -> None:
+    LOG.info("Restored %s as Caffe does: data layers start again at their first batch and "
+             "random generators at the solver's seed (restore(..., exact=True) or caffe train "
+             "-exact_resume continues exactly where the snapshot stopped)", state_file)
 
 
 def log_missing(state_file: str) -> None:

@@ -180,11 +180,11 @@ class SGDSolver(Solver):
             state.history.add().CopyFrom(model_io.array_to_blobproto(arr))
         files.write_binary(path, state)
 
-    def restore(self, state_file: str) -> None:
+    def restore(self, state_file: str, exact: bool = False) -> None:
         path = os.fspath(state_file)
         reader = _state_from_hdf5 if path.endswith(".h5") else _state_from_proto
         try:
-            it, learned, step, arrays, extra = reader(path, self._check_history)
+            it, learned, step, arrays, extra = reader(path, self._check_history, exact)
         except SolverFileError:
             raise
         except (CaffeError, OSError, KeyError, ValueError, TypeError) as e:
@@ -209,7 +209,9 @@ class SGDSolver(Solver):
                          for i in range(n)]
         self.iter = it
         self.current_step = step
-        if extra is None:
+        if not exact:
+            resume.log_restart(path)
+        elif extra is None:
             resume.log_missing(path)
         else:
             resume.apply(self.net, *extra, it)
@@ -254,14 +256,15 @@ def _state_to_hdf5(it: int, learned_net: str, current_step: int,
 
 HistoryCheck = Callable[[str, list[tuple[int, ...]]], None]
 #: what a solver state reader returns: iteration, learned net, lr policy step, history, and
-#: the resume state with the file it came from (None when the snapshot has none)
+#: the resume state with the file it came from (None when the snapshot has none, or when the
+#: reader was not asked for it)
 StateContents = tuple[int, str, int, list[np.ndarray], tuple[bytes, str] | None]
 
 
-def _state_from_hdf5(path: str, check: HistoryCheck) -> StateContents:
+def _state_from_hdf5(path: str, check: HistoryCheck, exact: bool) -> StateContents:
     """Read Caffe's HDF5 solver state: scalars ``iter``, ``current_step``, the string
-    ``learned_net``, the group ``history`` of datasets ``0``..``n-1`` and our
-    ``resume_state`` (uint8 dataset of JSON), when present."""
+    ``learned_net``, the group ``history`` of datasets ``0``..``n-1`` and, for an ``exact``
+    resume, our ``resume_state`` (uint8 dataset of JSON) when present."""
     import h5py
 
     if not os.path.exists(path):
@@ -286,7 +289,7 @@ def _state_from_hdf5(path: str, check: HistoryCheck) -> StateContents:
         check(path, [tuple(d.shape or ()) for d in datasets])
         arrays = [np.asarray(d[()], dtype=np.float32) for d in datasets]
         extra = None
-        if resume.HDF5_DATASET in f:
+        if exact and resume.HDF5_DATASET in f:
             ds = f[resume.HDF5_DATASET]
             if not isinstance(ds, h5py.Dataset) or ds.dtype != np.uint8 or ds.ndim != 1 \
                     or ds.size > resume.MAX_BYTES:
@@ -305,14 +308,15 @@ def _hdf5_int(f, key: str, path: str) -> int:
     return int(np.asarray(ds[()]).reshape(-1)[0])
 
 
-def _state_from_proto(path: str, check: HistoryCheck) -> StateContents:
-    """Read a binary SolverState and the resume state sidecar next to it, if any."""
+def _state_from_proto(path: str, check: HistoryCheck, exact: bool) -> StateContents:
+    """Read a binary SolverState and, for an ``exact`` resume, the resume state sidecar next
+    to it, if any."""
     state = files.read_binary(path, caffe_pb2.SolverState())
     check(path, [model_io.proto_shape(bp) for bp in state.history])
     arrays = [model_io.blobproto_to_array(bp, f"{path}: history blob {i}")
               for i, bp in enumerate(state.history)]
     return (state.iter, state.learned_net, state.current_step, arrays,
-            resume.read_sidecar(path))
+            resume.read_sidecar(path) if exact else None)
 
 
 def _resolve_learned_net(state_file: str, learned: str) -> str:

@@ -375,16 +375,16 @@ class Solver:
                 self.requested_early_exit = True
                 break
 
-    def solve(self, resume_file: str | None = None) -> None:
+    def solve(self, resume_file: str | None = None, exact: bool = False) -> None:
         """Train until ``max_iter`` (Caffe's Solver::Solve), optionally resuming from a
-        ``.solverstate`` (or ``.solverstate.h5``) file first."""
+        ``.solverstate`` (or ``.solverstate.h5``) file first (``exact``: see ``restore``)."""
         p = self._param
         LOG.info("Solving %s", self.net.name)
         LOG.info("Learning Rate Policy: %s", p.lr_policy)
         self.requested_early_exit = False
         if resume_file:
             LOG.info("Restoring previous solver status from %s", resume_file)
-            self.restore(resume_file)
+            self.restore(resume_file, exact)
         start_iter = self.iter
         # a snapshot this solve() already wrote at its last iteration (an action asking for
         # a snapshot and a stop) is not written twice; one written before this call is written
@@ -506,10 +506,14 @@ class Solver:
     def _snapshot_solver_state(self, model_filename: str) -> None:
         raise NotImplementedError
 
-    def restore(self, state_file: str) -> None:
+    def restore(self, state_file: str, exact: bool = False) -> None:
         """Resume from a ``.solverstate`` (binary proto) or ``.solverstate.h5`` file: the
-        iteration, the update history and the learned weights it names, and the random and
-        data-layer state saved with it (see :mod:`caffe.solvers.resume`)."""
+        iteration, the lr policy step, the update history and the learned weights it names.
+
+        As in Caffe, the data layers then start again at their first batch and the random
+        generators where the solver's ``random_seed`` put them. With ``exact=True``, the
+        random and data-layer state saved with the snapshot is restored too, so training on
+        repeats an uninterrupted run (see :mod:`caffe.solvers.resume`)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

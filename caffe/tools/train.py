@@ -1,7 +1,7 @@
 """``caffe train``: train a net with a solver (Caffe's ``caffe train``).
 
-``caffe train -solver S [-weights a.caffemodel,b.caffemodel | -snapshot S.solverstate]
-[-gpu ids|all] [-level N] [-stage s1,s2] [-sigint_effect stop|snapshot|none]
+``caffe train -solver S [-weights a.caffemodel,b.caffemodel | -snapshot S.solverstate
+[-exact_resume]] [-gpu ids|all] [-level N] [-stage s1,s2] [-sigint_effect stop|snapshot|none]
 [-sighup_effect stop|snapshot|none]``
 
 As in Caffe, paths inside the solver file are relative to the working directory, ``-level`` and
@@ -15,11 +15,13 @@ torchrun (``torchrun --nnodes N --nproc-per-node G -m caffe train -solver S -gpu
 process is one rank of the whole run instead, on GPU number LOCAL_RANK of its ``-gpu`` list
 (the CPU without ``-gpu``), so training spans machines.
 
-neocaffe conveniences: the solver file's folder is put on ``sys.path``, so a Python layer module
-kept next to the solver is found without setting PYTHONPATH; ``-sigint_effect snapshot`` takes a
-snapshot and then stops (Ctrl-C always ends the run unless its effect is ``none``); a missing
-snapshot folder is created; a progress bar is drawn when stderr is a terminal; and the
-snapshot files written are listed on stdout at the end.
+neocaffe conveniences: ``-exact_resume`` also restores the data positions and random state
+saved with the snapshot (Caffe starts the data again at the first batch); the solver file's
+folder is put on ``sys.path``, so a Python layer module kept next to the solver is found without
+setting PYTHONPATH; ``-sigint_effect snapshot`` takes a snapshot and then stops (Ctrl-C always
+ends the run unless its effect is ``none``); a missing snapshot folder is created; a progress
+bar is drawn when stderr is a terminal; and the snapshot files written are listed on stdout at
+the end.
 """
 
 from __future__ import annotations
@@ -219,6 +221,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights to fine-tune from, comma-separated caffemodel/HDF5 files")
     parser.add_argument("--snapshot", default="",
                         help="a .solverstate (or .solverstate.h5) to resume training from")
+    parser.add_argument("--exact_resume", action="store_true",
+                        help="with -snapshot: also restore the data layers' positions and the "
+                        "random generators saved with it, so training repeats an "
+                        "uninterrupted run (Caffe starts the data again at the first batch)")
     add_device_arguments(parser)
     parser.add_argument("--sigint_effect", choices=EFFECTS, default="stop",
                         help="what SIGINT (Ctrl-C) does: stop (default), snapshot (training "
@@ -251,6 +257,9 @@ def run(args: argparse.Namespace) -> int:
     if args.snapshot and args.weights:
         raise SolverError("Give a snapshot to resume training or weights to fine-tune, but "
                           "not both")
+    if args.exact_resume and not args.snapshot:
+        raise SolverError("-exact_resume resumes a snapshot: give it with -snapshot "
+                          "S.solverstate")
     gpus = _train_devices(args, read_solver_param(args.solver))
     launched = launched_ranks()
     if launched is not None:  # one of torchrun's processes: a rank of its own
@@ -322,7 +331,7 @@ def _train(args: argparse.Namespace, uid: str = "") -> int:
         solver.net.use_cuda_graph()
     if args.snapshot:
         LOG.info("Resuming from %s", args.snapshot)
-        solver.restore(args.snapshot)
+        solver.restore(args.snapshot, exact=args.exact_resume)
     actions = SignalActions(args.sigint_effect, args.sighup_effect)
     if solver_count() > 1:
         nccl = NCCL(solver, uid)

@@ -174,7 +174,7 @@ def resume_and_train(sp_bytes: bytes, state: str, iters: int, out: str, cwd: str
     _quiet()
     os.chdir(cwd)
     solver = caffe.get_solver(caffe_pb2.SolverParameter.FromString(sp_bytes))
-    solver.restore(state)
+    solver.restore(state, exact=True)
     _finish(solver, out, record(solver, iters))
 
 

@@ -1,6 +1,7 @@
 """The resume state saved with snapshots (random generators, data positions): where it is
-kept in each snapshot format, old snapshots without it, hostile or mismatched ones, and
-prefetching layers that resume from the batch the net consumes next (in one process)."""
+kept in each snapshot format, that a plain restore ignores it as Caffe does, old snapshots
+without it, hostile or mismatched ones, and prefetching layers that resume from the batch the
+net consumes next (in one process)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 """
 
 
-def _hdf5_net(tmp) -> str:
+def _hdf5_net(tmp, shuffle: bool = True) -> str:
     rng = np.random.default_rng(0)
     path = os.path.join(tmp, "rows.h5")
     with h5py.File(path, "w") as f:
@@ -42,7 +43,7 @@ def _hdf5_net(tmp) -> str:
     with open(listing, "w") as f:
         f.write(path + "\n")
     head = (f'layer {{ name: "data" type: "HDF5Data" top: "data" top: "label" '
-            f'hdf5_data_param {{ source: "{listing}" batch_size: 3 shuffle: true }} }}')
+            f'hdf5_data_param {{ source: "{listing}" batch_size: 3 shuffle: {str(shuffle).lower()} }} }}')
     return head + NET[NET.index('layer { name: "ip"'):]
 
 
@@ -107,8 +108,32 @@ def test_restore_in_the_same_process_repeats_the_run(tmp_path, hdf5):
     state = _snapshot(tmp_path, net, hdf5, iters=2)
     solver = _solver(tmp_path, net, hdf5)
     solver.step(1)  # moves the data and the generators on: the restore must undo it
-    solver.restore(state)
+    solver.restore(state, exact=True)
     assert _losses(solver, 3) == expected[2:]
+
+
+@pytest.mark.parametrize("hdf5", [False, True])
+def test_a_plain_restore_starts_the_data_again_as_caffe_does(tmp_path, hdf5, log_lines):
+    net = _hdf5_net(str(tmp_path), shuffle=False)
+    first = _solver(tmp_path, net, hdf5)
+    first.step(1)
+    batch0 = first.net.blobs["data"].data.copy()
+    first.step(1)
+    first.snapshot()
+    state = f"{tmp_path}/snap_iter_2.solverstate" + (".h5" if hdf5 else "")
+    if not hdf5:  # Caffe never reads the sidecar: a plain restore does not either
+        with open(resume.sidecar_path(state), "wb") as f:
+            f.write(b"not json")
+    solver = _solver(tmp_path, net, hdf5)
+    solver.restore(state)
+    assert solver.iter == 2 and solver.current_step == first.current_step
+    for a, b in zip(solver.history, first.history):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(solver.net.params["ip"][0].data,
+                                  first.net.params["ip"][0].data)
+    solver.step(1)  # rows 0-2 again, where the uninterrupted run reads rows 6, 0, 1
+    np.testing.assert_array_equal(solver.net.blobs["data"].data, batch0)
+    assert any("data layers start again at their first batch" in line for line in log_lines)
 
 
 def test_a_layer_state_that_is_not_json_is_named(tmp_path, monkeypatch):
@@ -124,7 +149,7 @@ def test_missing_sidecar_resumes_as_before_with_one_info_line(tmp_path, log_line
     state = _snapshot(tmp_path)
     os.remove(resume.sidecar_path(state))
     solver = _solver(tmp_path)
-    solver.restore(state)
+    solver.restore(state, exact=True)
     assert solver.iter == 2
     notes = [line for line in log_lines if "no saved random state" in line]
     assert len(notes) == 1 and state in notes[0]
@@ -136,7 +161,7 @@ def test_hdf5_state_without_the_dataset_resumes_as_before(tmp_path, log_lines):
     with h5py.File(state, "a") as f:
         del f[resume.HDF5_DATASET]
     solver = _solver(tmp_path, hdf5=True)
-    solver.restore(state)
+    solver.restore(state, exact=True)
     assert solver.iter == 2 and any("no saved random state" in line for line in log_lines)
 
 
@@ -191,14 +216,14 @@ def test_malformed_sidecar_names_the_file(tmp_path, how):
         f.write(data)
     solver = _solver(tmp_path, net)
     with pytest.raises(FileFormatError, match="resume state '" + sidecar):
-        solver.restore(state)
+        solver.restore(state, exact=True)
 
 
 def test_oversized_sidecar_is_refused_before_reading(tmp_path, monkeypatch):
     state = _snapshot(tmp_path)
     monkeypatch.setattr(resume, "MAX_BYTES", 16)
     with pytest.raises(FileFormatError, match="more than the 16"):
-        _solver(tmp_path).restore(state)
+        _solver(tmp_path).restore(state, exact=True)
 
 
 # ---------------------------------------------------------------------------- prefetching

@@ -200,7 +200,7 @@ RESUME_SCRIPT = textwrap.dedent("""
     from solver_nets import regression_solver, params_of
     prefix, out = sys.argv[1:3]
     solver = regression_solver({text!r} % prefix)
-    solver.restore(prefix + "_iter_10.solverstate")
+    solver.restore(prefix + "_iter_10.solverstate", exact=True)
     losses = []
     for _ in range(10):
         solver.step(1)

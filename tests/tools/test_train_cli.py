@@ -115,6 +115,18 @@ def test_double_dash_flags_and_resume_from_snapshot(workdir, capsys):
     state = files.read_binary("snaps/tiny_iter_6.solverstate", caffe_pb2.SolverState())
     assert state.iter == 6 and state.learned_net == "snaps/tiny_iter_6.caffemodel"
     assert not os.path.exists("snaps/tiny_iter_4.caffemodel")  # resumed after iteration 4
+    assert "data layers start again at their first batch" in err  # as in Caffe
+
+
+def test_exact_resume_restores_the_saved_data_and_random_state(workdir, capsys):
+    assert caffe_cli(capsys, "train", "-solver", "solver.prototxt")[0] == 0
+    os.rename("snaps", "first")
+    rc, _, err = caffe_cli(capsys, "train", "-solver", "solver.prototxt", "-snapshot",
+                           "first/tiny_iter_4.solverstate", "-exact_resume")
+    assert rc == 0, err
+    assert "Iteration 4, lr = 0.025" in err and "start again at their first batch" not in err
+    assert files.read_binary("first/tiny_iter_6.caffemodel", caffe_pb2.NetParameter()) \
+        == files.read_binary("snaps/tiny_iter_6.caffemodel", caffe_pb2.NetParameter())
 
 
 def test_every_caffe_command_takes_caffes_global_flags(workdir, capsys):
@@ -151,6 +163,7 @@ def test_level_and_stage_go_into_the_train_state(workdir, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["train"], "Need a solver definition"),
     (["train", "-solver", "solver.prototxt", "-weights", "a", "-snapshot", "b"], "not both"),
+    (["train", "-solver", "solver.prototxt", "-exact_resume"], "give it with -snapshot"),
     (["train", "-solver", "missing.prototxt"], "does not exist"),
     (["train", "-solver", "solver.prototxt", "-gpu", "x"], "-gpu takes"),
     (["test", "-model", "net.prototxt"], "Need model weights"),
