@@ -1,11 +1,21 @@
 """Images as Caffe (built with OpenCV) sees them, decoded with Pillow: ``HxWxC`` uint8 arrays
-in BGR(A) channel order.
+in BGR(A) channel order, equal to OpenCV 4's ``imdecode`` byte for byte on the common cases.
 
-Colour modes follow OpenCV's imread flags: ``color=True`` gives 3 channels (grey images
-replicated, alpha dropped), ``color=False`` 1 grey channel (a JPEG is decoded straight to its
-luma, as libjpeg does for OpenCV), ``color=None`` the file's own channels (1 grey, 3 BGR, 4
-BGRA when it has alpha). 16-bit images are reduced to 8 bits. :func:`resize` is OpenCV's
-bilinear ``cv::resize`` (half-pixel centres, no antialiasing)."""
+Colour modes follow OpenCV's imread flags: ``color=True`` (``IMREAD_COLOR``) gives 3 channels
+(grey images replicated, alpha dropped), ``color=False`` (``IMREAD_GRAYSCALE``) 1 grey channel,
+``color=None`` (``IMREAD_UNCHANGED``) the file's own channels (1 grey, 3 BGR, 4 BGRA when it has
+alpha). What OpenCV does on the way, done here too:
+
+* grey from colour: a JPEG is decoded straight to its luma (libjpeg); a PNG goes through
+  libpng's ``rgb_to_gray`` with the weights OpenCV sets (15-bit, truncated, in linear light when
+  the file declares a gamma); other formats use OpenCV's 14-bit rounded weights;
+* 16-bit images keep their high byte (libpng's ``strip_16``);
+* a TIFF with unassociated alpha is premultiplied (libtiff's RGBA reader);
+* with ``color`` True or False, the EXIF orientation (JPEG, PNG, WebP) is applied; unchanged
+  images are left as stored (a TIFF's orientation tag is always applied: libtiff, for OpenCV
+  and Pillow alike).
+
+:func:`resize` is OpenCV's bilinear ``cv::resize`` (half-pixel centres, no antialiasing)."""
 
 from __future__ import annotations
 
@@ -31,12 +41,30 @@ _GREY = {"1", "L", "I", "F"}
 _ALPHA = {"LA", "La", "RGBA", "RGBa", "PA"}
 
 
+#: colour-to-grey weights (red, green, blue) and shift of OpenCV's decoders: libpng's as
+#: OpenCV sets them (``png_set_rgb_to_gray(0.299, 0.587)``: truncated, blue takes the rest),
+#: ``cvtColor``'s (WebP) and the older helper the other decoders call; all but libpng round
+_PNG_GREY = (9797, 19234, 3737)
+_CVT_GREY = (9798, 19235, 3735), 15
+_OLD_GREY = (4899, 9617, 1868), 14
+#: EXIF orientation -> (transpose, flip rows, flip columns), as OpenCV's ApplyExifOrientation
+_ORIENT = {2: (False, False, True), 3: (False, True, True), 4: (False, True, False),
+           5: (True, False, False), 6: (True, False, True), 7: (True, True, True),
+           8: (True, True, False)}
+_EXIF_FORMATS = ("JPEG", "PNG", "WEBP")
+
+
 def _to_8bit(im: Image.Image) -> Image.Image:
-    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
-        arr = np.asarray(im).astype(np.float64)
+    """A 16-bit (or 32-bit integer) grey image reduced to its high byte, as libpng's
+    ``strip_16`` does for OpenCV; float images are rounded and clipped."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im).astype(np.int64)
         if im.mode.startswith("I;16") or arr.max(initial=0) > 255:
-            arr = arr / 256.0
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+            arr = arr >> 8
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    if im.mode == "F":
+        arr = np.clip(np.rint(np.asarray(im, np.float64)), 0, 255)
+        return Image.fromarray(arr.astype(np.uint8), "L")
     return im
 
 
@@ -47,15 +75,97 @@ def _raw(im: Image.Image, mode: str, rawmode: str) -> np.ndarray:
         im.size[1], im.size[0], len(rawmode))
 
 
+def _png_gamma(info: dict) -> int:
+    """The file gamma a PNG declares (gAMA, or sRGB's 1/2.2), in libpng's 1e-5 fixed point; 0
+    when none."""
+    if "srgb" in info:
+        return 45455
+    gamma = info.get("gamma")
+    return int(np.floor(float(gamma) * 100000 + 0.5)) if gamma else 0
+
+
+def _gamma_table(exponent: int) -> np.ndarray:
+    """libpng's 8-bit gamma table for an exponent in 1e-5 fixed point (identity when it is
+    within 5 % of 1)."""
+    values = np.arange(256)
+    if 95000 <= exponent <= 105000:
+        return values
+    table = np.floor(255 * (values / 255.0) ** (exponent * 1e-5) + 0.5).astype(np.int64)
+    table[[0, 255]] = [0, 255]
+    return table
+
+
+def _reciprocal(fixed: int) -> int:
+    return int(np.floor(1e10 / fixed + 0.5))
+
+
+def _grey(rgb: np.ndarray, fmt: str | None, info: dict) -> np.ndarray:
+    """An ``HxWx3`` RGB image made grey as OpenCV's decoder for ``fmt`` makes it."""
+    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
+    if fmt != "PNG":
+        (cr, cg, cb), shift = _CVT_GREY if fmt == "WEBP" else _OLD_GREY
+        grey = (r * cr + g * cg + b * cb + (1 << (shift - 1))) >> shift
+        return grey.astype(np.uint8)[..., None]
+    cr, cg, cb = _PNG_GREY
+    gamma = _png_gamma(info)
+    if not gamma or 95000 <= gamma <= 105000:
+        return ((r * cr + g * cg + b * cb) >> 15).astype(np.uint8)[..., None]
+    # libpng converts in linear light: decode with 1/gamma, mix (rounded), encode with gamma;
+    # pixels with equal channels are kept as they are
+    to_linear, from_linear = _gamma_table(_reciprocal(gamma)), _gamma_table(
+        _reciprocal(_reciprocal(gamma)))
+    mixed = from_linear[(to_linear[r] * cr + to_linear[g] * cg + to_linear[b] * cb + 16384)
+                        >> 15]
+    return np.where((r == g) & (g == b), r, mixed).astype(np.uint8)[..., None]
+
+
+def _premultiplied(im: Image.Image) -> np.ndarray:
+    """An RGBA TIFF with unassociated alpha as libtiff's RGBA reader gives it to OpenCV:
+    colour premultiplied by alpha, rounded."""
+    rgba = _raw(im, "RGBA", "BGRA").astype(np.int64)
+    rgba[..., :3] = (rgba[..., :3] * rgba[..., 3:] + 127) // 255
+    return rgba.astype(np.uint8)
+
+
 def _array(im: Image.Image, color: bool | None) -> np.ndarray:
+    fmt = im.format
     im = _to_8bit(im)
-    native_grey = im.mode in _GREY
-    alpha = im.mode in _ALPHA or (im.mode == "P" and "transparency" in im.info)
-    if color is False or (color is None and native_grey):
-        return _raw(im, "L", "L")
-    if color is None and alpha:
+    if im.mode in _GREY or (color is False and im.mode == "LA"):
+        return _raw(im, "L", "L") if color is not True else _raw(im, "RGB", "BGR")
+    if fmt == "TIFF" and im.mode == "RGBA" and im.tag_v2.get(338) in (2, (2,)):
+        bgra = _premultiplied(im)
+    elif color is None and (im.mode in _ALPHA or (im.mode == "P" and "transparency" in
+                                                   im.info)):
         return _raw(im, "RGBA", "BGRA")
-    return _raw(im, "RGB", "BGR")
+    else:
+        bgra = _raw(im, "RGB", "BGR")
+    if color is False:
+        return _grey(bgra[..., 2::-1], fmt, im.info)
+    return bgra if color is None else np.ascontiguousarray(bgra[..., :3])
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1 to 8) OpenCV reads from a JPEG, PNG or WebP; 1 when none."""
+    if im.format not in _EXIF_FORMATS:
+        return 1
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block: OpenCV ignores it too
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def _oriented(img: np.ndarray, orientation: int) -> np.ndarray:
+    if orientation not in _ORIENT:
+        return img
+    transpose, flip_rows, flip_cols = _ORIENT[orientation]
+    if transpose:
+        img = img.transpose(1, 0, 2)
+    if flip_rows:
+        img = img[::-1]
+    if flip_cols:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
 
 
 def decode_image(data: bytes, color: bool | None = True, where: str = "<bytes>") -> np.ndarray:
@@ -70,7 +180,8 @@ def decode_image(data: bytes, color: bool | None = True, where: str = "<bytes>")
                     f"{where}: a {len(data)}-byte image claims {w} x {h} pixels, more than any "
                     "compression gives; refusing to decode it")
             im.load()
-            return _array(im, color)
+            img = _array(im, color)
+            return img if color is None else _oriented(img, _orientation(im))
     except FileFormatError:
         raise
     except Exception as e:  # Pillow raises many types for corrupt input

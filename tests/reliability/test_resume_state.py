@@ -43,7 +43,8 @@ def _hdf5_net(tmp, shuffle: bool = True) -> str:
     with open(listing, "w") as f:
         f.write(path + "\n")
     head = (f'layer {{ name: "data" type: "HDF5Data" top: "data" top: "label" '
-            f'hdf5_data_param {{ source: "{listing}" batch_size: 3 shuffle: {str(shuffle).lower()} }} }}')
+            f'hdf5_data_param {{ source: "{listing}" batch_size: 3 '
+            f'shuffle: {str(shuffle).lower()} }} }}')
     return head + NET[NET.index('layer { name: "ip"'):]
 
 
