@@ -9,7 +9,8 @@ alpha). What OpenCV does on the way, done here too:
 * grey from colour: a JPEG is decoded straight to its luma (libjpeg); a PNG goes through
   libpng's ``rgb_to_gray`` with the weights OpenCV sets (15-bit, truncated, in linear light when
   the file declares a gamma); other formats use OpenCV's 14-bit rounded weights;
-* 16-bit images keep their high byte (libpng's ``strip_16``);
+* 16-bit images keep their high byte (libpng's ``strip_16``; a 16-bit colour PNG made grey
+  may be 1 off, as Pillow reads only the high bytes of its colours);
 * a TIFF with unassociated alpha is premultiplied (libtiff's RGBA reader);
 * with ``color`` True or False, the EXIF orientation (JPEG, PNG, WebP) is applied; unchanged
   images are left as stored (a TIFF's orientation tag is always applied: libtiff, for OpenCV
@@ -87,10 +88,10 @@ def _png_gamma(info: dict) -> int:
 def _gamma_table(exponent: int) -> np.ndarray:
     """libpng's 8-bit gamma table for an exponent in 1e-5 fixed point (identity when it is
     within 5 % of 1)."""
-    values = np.arange(256)
+    values = np.arange(256, dtype=np.int32)
     if 95000 <= exponent <= 105000:
         return values
-    table = np.floor(255 * (values / 255.0) ** (exponent * 1e-5) + 0.5).astype(np.int64)
+    table = np.floor(255 * (values / 255.0) ** (exponent * 1e-5) + 0.5).astype(np.int32)
     table[[0, 255]] = [0, 255]
     return table
 
@@ -101,7 +102,7 @@ def _reciprocal(fixed: int) -> int:
 
 def _grey(rgb: np.ndarray, fmt: str | None, info: dict) -> np.ndarray:
     """An ``HxWx3`` RGB image made grey as OpenCV's decoder for ``fmt`` makes it."""
-    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
+    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))  # sums stay below 2**23
     if fmt != "PNG":
         (cr, cg, cb), shift = _CVT_GREY if fmt == "WEBP" else _OLD_GREY
         grey = (r * cr + g * cg + b * cb + (1 << (shift - 1))) >> shift
@@ -122,7 +123,7 @@ def _grey(rgb: np.ndarray, fmt: str | None, info: dict) -> np.ndarray:
 def _premultiplied(im: Image.Image) -> np.ndarray:
     """An RGBA TIFF with unassociated alpha as libtiff's RGBA reader gives it to OpenCV:
     colour premultiplied by alpha, rounded."""
-    rgba = _raw(im, "RGBA", "BGRA").astype(np.int64)
+    rgba = _raw(im, "RGBA", "BGRA").astype(np.int32)
     rgba[..., :3] = (rgba[..., :3] * rgba[..., 3:] + 127) // 255
     return rgba.astype(np.uint8)
 
