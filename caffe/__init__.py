@@ -42,7 +42,9 @@ from caffe.solvers import (
 )
 from caffe.timer import Timer
 
-__version__ = "0.1.0"
+#: the BVLC Caffe release whose interface and numbers this reproduces, as pycaffe reports it;
+#: neocaffe's own version is the installed package's (``importlib.metadata.version``)
+__version__ = "1.0.0"
 
 __all__ = [
     "AdaDeltaSolver",

@@ -11,6 +11,7 @@ import pkgutil
 import re
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 import caffe.tools
 
@@ -46,12 +47,20 @@ CAFFE_FLAGS = ("gpu", "solver", "model", "phase", "level", "stage", "snapshot", 
                "iterations", "sigint_effect", "sighup_effect")
 
 
+def _package_version() -> str:
+    try:
+        return metadata.version("neocaffe")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "not installed"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from caffe import __version__
 
     parser = argparse.ArgumentParser(
         prog="caffe", description="neocaffe: Caffe's command line on PyTorch.")
-    parser.add_argument("--version", action="version", version=f"caffe version {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"caffe version {__version__} (neocaffe {_package_version()})")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, module in sorted(_commands().items()):
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)

@@ -12,6 +12,7 @@ import time
 import pytest
 from PIL import Image
 
+import caffe
 from caffe.proto import caffe_pb2, files
 from caffe.solvers import SolverAction
 from caffe.tools import cli
@@ -138,7 +139,9 @@ def test_every_caffe_command_takes_caffes_global_flags(workdir, capsys):
     assert caffe_cli(capsys, "device_query", "-solver", "x", "-model", "y")[0] == 0
     with pytest.raises(SystemExit) as done:
         cli.main(["--version"])
-    assert done.value.code == 0 and capsys.readouterr().out.startswith("caffe version ")
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("caffe version 1.0.0 (neocaffe ")
+    assert caffe.__version__ == "1.0.0"  # pycaffe's, which scripts compare against
 
 
 def test_fine_tune_from_comma_separated_weights(workdir, capsys):
