@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from caffe import model_io
-from caffe._common import LOG, STATE, tracing
+from caffe._common import LOG, STATE, root_solver, tracing
 from caffe.blob import RELEASED, Blob
 from caffe.errors import (
     CaffeError,
@@ -322,7 +323,11 @@ class Net:
     def _init(self, in_param: caffe_pb2.NetParameter, phase: Phase,
               allow_python_layers: bool) -> None:
         self.phase = phase
+        # Caffe's construction log (root solver only), line for line
+        self._log_init = LOG.isEnabledFor(logging.INFO) and root_solver()
         filtered = filter_net(in_param)
+        if self._log_init:
+            LOG.info("Initializing net from parameters: \n%s", files.to_text(filtered))
         param = insert_splits(filtered)
         self._param = param
         self.name = param.name
@@ -362,6 +367,7 @@ class Net:
         self._graph_runner = None
         available: dict[str, int] = {}
         names_seen: set[str] = set()
+        memory_used = 0
 
         for li, lp in enumerate(param.layer):
             if lp.name in names_seen:
@@ -382,6 +388,8 @@ class Net:
                 e.args = (f"{self._source}: {e}",)  # keeps its class (an ImportError too...)
                 raise
             layer.extra_params = self._extra_params.get(lp.name, {})
+            if self._log_init:
+                LOG.info("Creating Layer %s", lp.name)
             self._layers.append(layer)
             self._layer_names.append(lp.name)
             bottoms, bottom_ids, bneed = [], [], []
@@ -392,6 +400,8 @@ class Net:
                         f"Layer '{lp.name}' ({lp.type}) bottom {j} '{bname}' is not available: "
                         "it was never produced, or another layer already consumed it")
                 bid = available.pop(bname)
+                if self._log_init:
+                    LOG.info("%s <- %s", lp.name, bname)
                 bottoms.append(self._blobs[bid])
                 bottom_ids.append(bid)
                 need = self._blob_need_backward[bid]
@@ -413,6 +423,8 @@ class Net:
                                 f"Layer '{lp.name}' ({lp.type}) cannot compute in place (top "
                                 f"'{tname}' is also its bottom): give the top a new name")
                         bid = bottom_ids[j]
+                        if self._log_init:
+                            LOG.info("%s -> %s (in-place)", lp.name, tname)
                         tops.append(self._blobs[bid])
                         top_ids.append(bid)
                         available[tname] = bid
@@ -424,6 +436,8 @@ class Net:
                             "same index (in-place computation)")
                 else:
                     tname = "(automatic)"
+                if self._log_init:
+                    LOG.info("%s -> %s", lp.name, tname)
                 blob = Blob()
                 bid = len(self._blobs)
                 self._blobs.append(blob)
@@ -450,10 +464,17 @@ class Net:
                 while len(self._blob_loss_weights) <= bid:
                     self._blob_loss_weights.append(0.0)
                 self._blob_loss_weights[bid] = layer._loss(j)
-            LOG.info("Setting up %s", lp.name)
             for bid in top_ids:
-                LOG.info("Top shape: %s (%d)", " ".join(map(str, self._blobs[bid].shape)),
-                         self._blobs[bid].count)
+                memory_used += self._blobs[bid].count
+            if self._log_init:
+                LOG.info("Setting up %s", lp.name)
+                for bid in top_ids:
+                    blob = self._blobs[bid]
+                    LOG.info("Top shape: %s(%d)", "".join(f"{d} " for d in blob.shape),
+                             blob.count)
+                    if self._blob_loss_weights[bid]:
+                        LOG.info("    with loss weight %g", self._blob_loss_weights[bid])
+                LOG.info("Memory required for data: %d", memory_used * 4)
             n_params = len(layer.blobs)
             if n_specs > n_params:
                 raise NetDefinitionError(
@@ -477,10 +498,14 @@ class Net:
 
         self._plan_backward(param)
         self._outputs = sorted(available.values(), key=lambda b: self._blob_names[b])
+        if self._log_init:
+            for bid in self._outputs:
+                LOG.info("This network produces output %s", self._blob_names[bid])
         self._share_weights()
         self._finish_plan()
         self._generation = STATE.generation
-        LOG.info("Network initialization done.")
+        if self._log_init:
+            LOG.info("Network initialization done.")
 
     def _append_param(self, li: int, pid: int) -> None:
         lp = self._param.layer[li]
@@ -506,6 +531,9 @@ class Net:
         owner = self._param_names_index[pname]
         self._param_owners.append(owner)
         oli, opid = self._param_layer_indices[owner]
+        if self._log_init:
+            LOG.info("Sharing parameters '%s' owned by layer '%s', param index %d", pname,
+                     self._layer_names[oli], opid)
         this, other = layer.blobs[pid], self._layers[oli].blobs[opid]
         permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
         if permissive and this.count != other.count:
@@ -571,6 +599,9 @@ class Net:
                 self._bottom_need_backward[li] = [False] * len(self._bottom_ids[li])
             if not contributes:
                 self._layer_need_backward[li] = False
+            if self._log_init:
+                LOG.info("%s %s backward computation.", self._layer_names[li],
+                         "needs" if self._layer_need_backward[li] else "does not need")
             for j, bid in enumerate(self._bottom_ids[li]):
                 if contributes:
                     under_loss.add(names[bid])

@@ -8,6 +8,7 @@ Writers go through a temporary file and a rename, so a crash never leaves a half
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 from google.protobuf import message as pb_message
@@ -171,5 +172,16 @@ def write_binary(path: str, msg: pb_message.Message) -> None:
     write_atomic(path, msg.SerializeToString())
 
 
+#: a float field with an integral value: ``  lr_mult: 1.0``
+_INTEGRAL_FLOAT = re.compile(r"^(\s*\w+: -?\d+)\.0$", re.MULTILINE)
+
+
+def to_text(msg: pb_message.Message) -> str:
+    """``msg`` in protobuf's text format as Caffe's C++ writes it (``DebugString``): integral
+    floats without ``.0`` (``lr_mult: 1``), otherwise the shortest form of each value. String
+    values are quoted, so they are never touched."""
+    return _INTEGRAL_FLOAT.sub(r"\1", text_format.MessageToString(msg))
+
+
 def write_text(path: str, msg: pb_message.Message) -> None:
-    write_atomic(path, text_format.MessageToString(msg).encode("utf-8"))
+    write_atomic(path, to_text(msg).encode("utf-8"))

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import torch
-from google.protobuf import text_format
 
 from caffe import model_io
 from caffe._common import LOG, root_solver, set_random_seed, solver_rank
@@ -131,7 +130,7 @@ class Solver:
         param, self._source = load_solver_param(solver)
         self._source = source or self._source
         self._param = param
-        LOG.info("Initializing solver from parameters:\n%s", text_format.MessageToString(param))
+        LOG.info("Initializing solver from parameters: \n%s", files.to_text(param))
         self._check_param()
         self._check_snapshot_prefix()
         if param.random_seed >= 0:

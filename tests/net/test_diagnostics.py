@@ -99,3 +99,62 @@ def test_a_device_side_assert_comes_with_the_label_check_hint(monkeypatch):
     message = str(info.value)
     assert "'fc'" in message and "CAFFE_CHECK_LABELS=1" in message
     assert "may not be the one at fault" in message
+
+
+CONSTRUCTION = """
+name: "tiny"
+layer { name: "in" type: "Input" top: "x" top: "t"
+  input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
+layer { name: "a" type: "InnerProduct" bottom: "x" top: "a"
+  param { name: "w" } inner_product_param { num_output: 4 bias_term: false } }
+layer { name: "b" type: "InnerProduct" bottom: "x" top: "b"
+  param { name: "w" } inner_product_param { num_output: 4 bias_term: false } }
+layer { name: "relu" type: "ReLU" bottom: "a" top: "a" }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "y" }
+layer { name: "fc" type: "InnerProduct" bottom: "y" top: "z" inner_product_param {
+  num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "t" loss_weight: 0.5 }
+layer { name: "copy" type: "Power" bottom: "y" top: "out" }
+"""
+
+
+def test_construction_log_is_caffes(caplog):
+    _logged(caplog, lambda: make_net(CONSTRUCTION))
+    lines = [r.getMessage() for r in caplog.records]
+    first = lines.index("Creating Layer in")
+    assert lines[0].startswith('Initializing net from parameters: \nname: "tiny"')
+    assert "\n    num_output: 4\n" in lines[0] and "loss_weight: 0.5\n" in lines[0]
+    assert lines[first:] == [
+        "Creating Layer in", "in -> x", "in -> t", "Setting up in", "Top shape: 2 3 (6)",
+        "Top shape: 2 (2)", "Memory required for data: 32",
+        "Creating Layer x_in_0_split", "x_in_0_split <- x", "x_in_0_split -> x_in_0_split_0",
+        "x_in_0_split -> x_in_0_split_1", "Setting up x_in_0_split", "Top shape: 2 3 (6)",
+        "Top shape: 2 3 (6)", "Memory required for data: 80",
+        "Creating Layer a", "a <- x_in_0_split_0", "a -> a", "Setting up a",
+        "Top shape: 2 4 (8)", "Memory required for data: 112",
+        "Creating Layer b", "b <- x_in_0_split_1", "b -> b", "Setting up b",
+        "Top shape: 2 4 (8)", "Memory required for data: 144",
+        "Sharing parameters 'w' owned by layer 'a', param index 0",
+        "Creating Layer relu", "relu <- a", "relu -> a (in-place)", "Setting up relu",
+        "Top shape: 2 4 (8)", "Memory required for data: 176",
+        "Creating Layer sum", "sum <- a", "sum <- b", "sum -> y", "Setting up sum",
+        "Top shape: 2 4 (8)", "Memory required for data: 208",
+        "Creating Layer y_sum_0_split", "y_sum_0_split <- y", "y_sum_0_split -> y_sum_0_split_0",
+        "y_sum_0_split -> y_sum_0_split_1", "Setting up y_sum_0_split", "Top shape: 2 4 (8)",
+        "Top shape: 2 4 (8)", "Memory required for data: 272",
+        "Creating Layer fc", "fc <- y_sum_0_split_0", "fc -> z", "Setting up fc",
+        "Top shape: 2 3 (6)", "Memory required for data: 296",
+        "Creating Layer loss", "loss <- z", "loss <- t", "loss -> (automatic)",
+        "Setting up loss", "Top shape: (1)", "    with loss weight 0.5",
+        "Memory required for data: 300",
+        "Creating Layer copy", "copy <- y_sum_0_split_1", "copy -> out", "Setting up copy",
+        "Top shape: 2 4 (8)", "Memory required for data: 332",
+        "copy does not need backward computation.",
+        "loss needs backward computation.", "fc needs backward computation.",
+        "y_sum_0_split needs backward computation.",
+        "sum needs backward computation.", "relu needs backward computation.",
+        "b needs backward computation.", "a needs backward computation.",
+        "x_in_0_split does not need backward computation.",
+        "in does not need backward computation.",
+        "This network produces output out",
+        "Network initialization done."]  # an automatic top is no output (Caffe's rule)
