@@ -31,6 +31,7 @@ SKIPPED = {
     "WindowData": "crops windows from image files: I/O-bound, no torch twin",
     "Input": "no computation (the user fills the tops)",
     "Parameter": "no computation (the top is the parameter blob itself)",
+    "Python": "the user's own code (benchmarks/python_layer_copies.py times its data path)",
 }
 
 

@@ -87,3 +87,7 @@ __all__ = [
     "solver_count",
     "solver_rank",
 ]
+
+# pycaffe's own modules, reachable as attributes after ``import caffe`` as they are there
+# (``caffe._caffe.Net``, ``caffe.pycaffe.Net``)
+from caffe import _caffe, pycaffe  # noqa: E402, F401

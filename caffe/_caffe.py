@@ -9,6 +9,7 @@ layer's ``bottom`` and ``top`` are lists of blobs (``RawBlobVec``), ``self.blobs
 from caffe import *  # noqa: F403  (Net, Layer, Blob, the solvers, log, set_mode_cpu, ...)
 from caffe import __version__  # noqa: F401
 from caffe.blob import BlobVec  # noqa: F401
+from caffe.proto.caffe_pb2 import LayerParameter, SolverParameter  # noqa: F401
 from caffe.solvers.solver import Solver  # noqa: F401
 
 RawBlobVec = LayerVec = StringVec = IntVec = DtypeVec = NetVec = BoolVec = list

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -290,14 +291,25 @@ class Net:
     def __init__(self, network_file, *args, phase: int | None = None, level: int = 0,
                  stages: Iterable[str] | None = None, weights: str | None = None,
                  allow_python_layers: bool = True, strict: bool = True) -> None:
-        args = list(args)
-        if args and isinstance(args[0], (str, bytes)) or (args and hasattr(args[0], "__fspath__")):
-            weights = str(args.pop(0))
+        usage = ("Net(network_file, phase, level=0, stages=None, weights=None) or "
+                 "Net(network_file, weights_file, phase)")
+        if args and isinstance(args[0], (str, bytes, os.PathLike)):  # the legacy form
+            if len(args) > 2 or weights is not None:
+                raise TypeError(usage)
+            weights = os.fsdecode(args[0])
+            args = args[1:]
+        elif len(args) > 1:  # phase, level, stages, weights, as pycaffe takes them by position
+            named = {"level": level != 0, "stages": stages is not None,
+                     "weights": weights is not None}
+            given = ("level", "stages", "weights")[:len(args) - 1]
+            if len(args) > 4 or any(named[n] for n in given):
+                raise TypeError(usage)
+            level, stages, weights = (list(args[1:]) + [level, stages, weights][len(args) - 1:])
+            args = args[:1]
         if args:
-            phase = args.pop(0)
-        if args:
-            raise TypeError("Net(network_file, phase, level=0, stages=None, weights=None) or "
-                            "Net(network_file, weights_file, phase)")
+            if phase is not None:
+                raise TypeError(usage)
+            phase = args[0]
         if phase is None:
             raise TypeError("Net(...) needs a phase: caffe.TRAIN or caffe.TEST")
         extras: dict[str, dict] = {}

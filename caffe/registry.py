@@ -52,5 +52,7 @@ def layer_class(type_name: str, layer_name: str = "?") -> type[Layer]:
 
 
 def layer_type_list() -> list[str]:
-    """All registered type names, sorted (pycaffe's ``caffe.layer_type_list()``)."""
-    return sorted(_REGISTRY)
+    """All layer type names a net may use, sorted (pycaffe's ``caffe.layer_type_list()``):
+    the registered classes and ``Python``, whose class each layer names in its
+    ``python_param``."""
+    return sorted([*_REGISTRY, "Python"])

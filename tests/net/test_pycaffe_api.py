@@ -172,7 +172,7 @@ def test_blob_semantics():
 
 def test_layer_type_list_and_phases():
     types = caffe.layer_type_list()
-    assert types == sorted(types) and {"Convolution", "ReLU", "Input"} <= set(types)
+    assert types == sorted(types) and {"Convolution", "ReLU", "Input", "Python"} <= set(types)
     assert caffe.TRAIN == 0 and caffe.TEST == 1 and str(caffe.TRAIN) == "TRAIN"
 
 
@@ -182,7 +182,37 @@ def test_pycaffes_modules_are_importable():
     from caffe.pycaffe import Net, SGDSolver  # noqa: F401
 
     assert caffe.pycaffe.Net is caffe.Net and caffe.pycaffe.NCCL is caffe.NCCL
+    # the compiled module is an attribute without an import of its own, as in pycaffe
+    assert caffe._caffe.Net is caffe.Net and caffe._caffe.LayerParameter is not None
     assert set(caffe.pycaffe.__all__) <= set(dir(caffe))
     for module in ("caffe.io", "caffe.draw", "caffe.net_spec", "caffe.coord_map",
                    "caffe.classifier", "caffe.detector", "caffe.proto.caffe_pb2", "caffe._caffe"):
         __import__(module)
+
+
+STAGED = """name: 'staged'
+layer { name: 'in' type: 'Input' top: 'x' input_param { shape { dim: 2 } } }
+layer { name: 'deep' type: 'Power' bottom: 'x' top: 'y' include { min_level: 1 } }
+layer { name: 'deploy' type: 'Power' bottom: 'x' top: 'z' include { stage: 'deploy' } }
+"""
+
+
+def _layers(net: caffe.Net) -> list[str]:
+    return [name for name in net.layer_dict if "split" not in name]
+
+
+def test_constructor_takes_level_stages_and_weights_by_position(tmp_path):
+    path = write(STAGED)
+    weights = str(tmp_path / "w.caffemodel")
+    caffe.Net(path, caffe.TEST).save(weights)
+    assert _layers(caffe.Net(path, caffe.TEST, 1)) == ["in", "deep"]
+    assert _layers(caffe.Net(path, caffe.TEST, 0, ["deploy"])) == ["in", "deploy"]
+    assert _layers(caffe.Net(path, caffe.TEST, 1, ["deploy"], weights)) == [
+        "in", "deep", "deploy"]
+    assert _layers(caffe.Net(path, weights, caffe.TEST)) == ["in"]  # the legacy form
+    assert _layers(caffe.Net(path, caffe.TEST, stages=["deploy"], level=1)) == [
+        "in", "deep", "deploy"]
+    for args, kwargs in [((), {}), ((caffe.TEST, 0, [], weights, 1), {}),
+                         ((caffe.TEST, 1), {"level": 1}), ((weights, caffe.TEST, 0), {})]:
+        with pytest.raises(TypeError, match=r"Net\("):
+            caffe.Net(path, *args, **kwargs)
