@@ -231,11 +231,13 @@ def log(message: str) -> None:
 
 
 def _default_logging() -> None:
+    """As pycaffe, whose glog writes every line to stderr until ``init_log`` is called: INFO
+    and above, or from GLOG_minloglevel up."""
     if not _log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_GlogFormatter())
         _log.addHandler(handler)
-        lvl = int(os.environ.get("GLOG_minloglevel", "1") or 1)
+        lvl = int(os.environ.get("GLOG_minloglevel", "0") or 0)
         _log.setLevel(_LEVELS.get(lvl, logging.WARNING))
         _log.propagate = False
 

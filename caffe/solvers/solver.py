@@ -353,9 +353,9 @@ class Solver:
                 self._update_smoothed_loss(float(loss) / p.iter_size, start_iter)
             if display and root:
                 lapse = time.perf_counter() - timer_start
-                speed = (self.iter - iter_last) / lapse if lapse > 0 else 0.0
-                LOG.info("Iteration %d, loss = %g (%.4g iter/s, %.4gs/%d iters)", self.iter,
-                         self.smoothed_loss, speed, lapse, p.display)
+                speed = (self.iter - iter_last) / (lapse or 1.0)
+                LOG.info("Iteration %d (%g iter/s, %gs/%d iters), loss = %g", self.iter, speed,
+                         lapse, p.display, self.smoothed_loss)
                 timer_start = time.perf_counter()
                 iter_last = self.iter
                 self._log_outputs(self.net, "Train", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -218,7 +219,9 @@ def test_display_logs_in_caffes_format(log_lines, tmp_path):
     assert "Iteration 0, Testing net (#0)" in text
     assert "    Test net output #0: loss = " in text and "(* 1 = " in text
     loss = solver.smoothed_loss
-    assert f"Iteration 2, loss = {loss:g}" in text
+    # solver.cpp's line: "Iteration 2 (1234 iter/s, 0.0016s/2 iters), loss = 0.57"
+    assert re.search(rf"Iteration 2 \([-\d.e+]+ iter/s, [-\d.e+]+s/2 iters\), loss = {loss:g}\n",
+                     text + "\n")
     assert "    Train net output #0: loss = " in text
     assert "Iteration 2, lr = 0.05" in text
     assert f"Snapshotting to binary proto file {tmp_path}/d_iter_2.caffemodel" in text

@@ -91,14 +91,14 @@ def test_train_writes_caffe_log_lines_and_snapshots(workdir, capsys):
     assert rc == 0, err
     for line in ("Use CPU.", "Starting Optimization", "Solving tiny",
                  "Iteration 0, Testing net (#0)", "    Test net output #0: loss = ",
-                 "Iteration 0, loss = ", "    Train net output #0: loss = ",
+                 "Iteration 0 (", "iters), loss = ", "    Train net output #0: loss = ",
                  "Iteration 0, lr = 0.05", "Iteration 4, lr = 0.025",
                  "Snapshotting to binary proto file snaps/tiny_iter_4.caffemodel",
                  "Snapshotting solver state to binary proto file snaps/tiny_iter_4.solverstate",
                  "Iteration 6, loss = ", "Iteration 6, Testing net (#0)",
                  "Optimization Done."):
         assert line in err, line
-    assert "] Iteration 2, loss = " in err  # glog prefix: "I1126 12:00:00.000000  pid x.py] "
+    assert "] Iteration 2 (" in err  # glog prefix: "I1126 12:00:00.000000  pid x.py] "
     assert sorted(os.listdir("snaps")) == [
         "tiny_iter_4.caffemodel", "tiny_iter_4.solverstate", "tiny_iter_4.solverstate.rng",
         "tiny_iter_6.caffemodel", "tiny_iter_6.solverstate", "tiny_iter_6.solverstate.rng"]
@@ -317,7 +317,8 @@ def _train_until_interrupted(tmp_path, effect: str):
     proc = subprocess.Popen([sys.executable, "-m", "caffe", "train", "-solver",
                              "solver.prototxt", "-sigint_effect", effect], cwd=tmp_path,
                             env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    seen = _read_until(proc, "Iteration 3, loss")
+    seen = _read_until(proc, "Iteration 3 (")
+    assert "Iteration 3 (" in seen, seen  # the display line of solver.cpp's Step
     proc.send_signal(signal.SIGINT)
     return proc, seen
 
