@@ -34,7 +34,7 @@ def _norm_n(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> float:
     return float(fan_in)
 
 
-def _check(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> None:
+def check(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> None:
     """Caffe's argument checks, as errors instead of aborts."""
     kind = fp.type
     if kind not in _DRAWS:
@@ -123,7 +123,7 @@ def _draw(out: torch.Tensor, fp: caffe_pb2.FillerParameter,
 
 def make_filled(fp: caffe_pb2.FillerParameter, shape: tuple[int, ...]) -> torch.Tensor:
     """A float32 CPU tensor of ``shape`` filled as ``fp`` says."""
-    _check(fp, shape)
+    check(fp, shape)
     return _draw(torch.empty(shape, dtype=torch.float32), fp, STATE.generator)
 
 
@@ -138,7 +138,7 @@ def fill_(t: torch.Tensor, fp: caffe_pb2.FillerParameter) -> torch.Tensor:
     generator on the CPU (a contiguous float32 tensor gets make_filled's numbers), with the
     device's generator elsewhere (seeded by ``caffe.set_random_seed`` too, but its numbers
     differ from the CPU's). For data refilled often (DummyData); weights use ``fill``."""
-    _check(fp, tuple(t.shape))
+    check(fp, tuple(t.shape))
     return refill_(t, fp)
 
 

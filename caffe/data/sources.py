@@ -4,8 +4,10 @@ R-CNN window files). Every entry keeps its line number for error messages."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
+from caffe._common import LOG
 from caffe.errors import FileFormatError
 
 
@@ -45,28 +47,43 @@ def read_path_list(source: str, what: str) -> list[ListEntry]:
     return entries
 
 
-def read_labeled_list(source: str, what: str) -> list[ListEntry]:
-    """``path label`` lines, split at the last space as Caffe does (so paths may contain
-    spaces). A line without a space is a path with label 0; blank lines are skipped."""
+_LEADING_INT = re.compile(r"\s*([+-]?\d+)")
+
+
+def read_labeled_list(source: str, what: str, keep_blank: bool = False) -> list[ListEntry]:
+    """``path label`` lines, read as Caffe reads them: split at the last space (so paths may
+    contain spaces), the label read as C's ``atoi`` reads it (``3.0`` is 3, with a warning), a
+    line without a space is a path with label 0. A label with no leading integer (which Caffe
+    would read as 0) is an error. Blank lines are skipped, or with ``keep_blank`` kept as
+    entries with an empty path (``convert_imageset`` numbers its keys by line, counting them,
+    as Caffe)."""
     entries = []
+    odd = ""
     for i, raw in enumerate(read_text_lines(source, what), 1):
         line = raw.rstrip("\r\n")
         if not line.strip():
+            if keep_blank:
+                entries.append(ListEntry("", 0, i))
             continue
         pos = line.rfind(" ")
         if pos < 0:
             entries.append(ListEntry(line, 0, i))
             continue
-        path, token = line[:pos], line[pos + 1:].strip()
-        try:
-            label = int(token)
-        except ValueError:
+        path, token = line[:pos], line[pos + 1:]
+        m = _LEADING_INT.match(token)
+        if not m:
             raise FileFormatError(
                 f"{what} '{source}' line {i}: the label '{token}' is not an integer (lines "
-                "are 'path label', split at the last space)") from None
+                "are 'path label', split at the last space)")
+        label = int(m.group(1))
+        if not odd and token.strip() != m.group(1):
+            odd = f"line {i}: '{token}' is read as {label}"
         entries.append(ListEntry(path, label, i))
-    if not entries:
+    if not any(e.path for e in entries):
         raise FileFormatError(f"{what} '{source}' is empty")
+    if odd:
+        LOG.warning("%s '%s': labels are read as C's atoi reads them, as in Caffe (%s)", what,
+                    source, odd)
     return entries
 
 

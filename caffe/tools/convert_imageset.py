@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     is_color = not args.gray
-    entries = read_labeled_list(args.listfile, "image list file")
+    entries = read_labeled_list(args.listfile, "image list file", keep_blank=True)
     if args.shuffle:
         gen = torch.Generator().manual_seed(args.seed) if args.seed is not None \
             else STATE.generator

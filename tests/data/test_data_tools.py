@@ -62,6 +62,19 @@ def test_keys_follow_caffe(folder):
     assert keys == [f"{i:08d}_im {i}.png" for i in range(4)]
 
 
+def test_blank_lines_count_in_keys_and_labels_are_read_as_atoi(folder):
+    # Caffe numbers keys by line (a blank line is an unreadable entry) and reads labels with
+    # atoi: "11.0" is 11, "12\r" (a Windows line end) is 12
+    (folder / "list.txt").write_bytes(b"im 0.png 10\n\nim 1.png 11.0\nim 2.png 12\r\n")
+    db = _convert(folder)
+    env = lmdb.open(db, readonly=True, lock=False)
+    with env.begin() as txn:
+        keys = [k.decode() for k, _ in txn.cursor()]
+    env.close()
+    assert keys == ["00000000_im 0.png", "00000002_im 1.png", "00000003_im 2.png"]
+    np.testing.assert_array_equal(_read(db, batch=3)["label"], [10, 11, 12])
+
+
 def test_encoded_png_round_trip_and_encode_type(folder):
     db = _convert(folder, "--encoded")
     env = lmdb.open(db, readonly=True, lock=False)

@@ -242,6 +242,22 @@ def test_dummy_data_refills_in_place_with_fills_numbers():
     np.testing.assert_array_equal(top[0].data, expected.data)
 
 
+def test_dummy_data_setup_fills_only_constant_tops_and_takes_legacy_counts_per_field():
+    # Caffe's LayerSetUp fills the constant tops; the others are zeros until the first forward.
+    # Each legacy list has one value or one per top, independently of the others.
+    lp = text_format.Parse(
+        'name: "d" type: "DummyData" top: "a" top: "b" dummy_data_param { num: 2 channels: 3 '
+        'channels: 4 height: 1 width: 5 width: 6 data_filler { type: "constant" value: 7 } '
+        'data_filler { type: "uniform" min: 1 max: 2 } }', caffe_pb2.LayerParameter())
+    layer = create_layer(lp, Phase.TRAIN)
+    top = [Blob(), Blob()]
+    layer.SetUp([], top)
+    assert top[0].shape == (2, 3, 1, 5) and top[1].shape == (2, 4, 1, 6)
+    assert set(top[0].data.ravel()) == {7.0} and set(top[1].data.ravel()) == {0.0}
+    layer.Forward([], top)
+    assert top[1].data.min() >= 1 and set(top[0].data.ravel()) == {7.0}
+
+
 @pytest.mark.parametrize("kw", [dict(type="gaussian", std=2.0, sparse=2),
                                 dict(type="uniform", min=-1, max=2), dict(type="xavier"),
                                 dict(type="positive_unitball")])

@@ -3,15 +3,14 @@
 
 ``data_param { source backend: LMDB|LEVELDB batch_size rand_skip prefetch }``. Tops: data
 ``(batch_size, C, crop or H, crop or W)`` (the first Datum of each batch sets it) and, when
-a second top is given, labels ``(batch_size,)``. Reading wraps around at the end of the
-database; ``rand_skip`` skips a random number of records (below it) at the start. Raw uint8,
-``float_data`` and encoded (JPEG/PNG, decoded to BGR) Datums are read. No backward."""
+a second top is given, labels ``(batch_size,)``. Reading starts at the first record and wraps
+around at the end of the database; ``rand_skip`` is deprecated and ignored, as in Caffe master.
+Raw uint8, ``float_data`` and encoded (JPEG/PNG, decoded to BGR) Datums are read. No
+backward."""
 
 from __future__ import annotations
 
-import torch
-
-from caffe._common import STATE
+from caffe._common import LOG
 from caffe.data import naming_layer
 from caffe.data.base_layer import PrefetchingDataLayer
 from caffe.data.db import open_reader
@@ -42,7 +41,8 @@ class Data(PrefetchingDataLayer):
                 reader.close()
                 raise
         if p.rand_skip:
-            records.next_index = int(torch.randint(0, p.rand_skip, (1,), generator=STATE.generator))
+            LOG.info("Layer '%s': data_param.rand_skip is deprecated and ignored, as in Caffe: "
+                     "reading starts at the first record", self.name)
         top[0].reshape(batch_size, *shape)
         if len(top) > 1:
             top[1].reshape(batch_size)

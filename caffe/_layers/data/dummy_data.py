@@ -1,14 +1,16 @@
-"""DummyData: tops of given shapes filled by fillers (constant 0 by default); tops with a
-non-constant filler are refilled at every forward, in place on the top's device (on the CPU
-with the seeded generator, the numbers ``fill`` gives).
+"""DummyData: tops of given shapes filled by fillers (constant 0 by default). As in Caffe,
+constant tops are filled once at setup; tops with another filler read zeros until the first
+forward and are refilled at every forward, in place on the top's device (on the CPU with the
+seeded generator, the numbers ``fill`` gives).
 
 ``dummy_data_param { shape {...} data_filler {...} }``, one shape/filler for all tops or one per
-top; the legacy num/channels/height/width lists are accepted too."""
+top; the legacy num/channels/height/width lists each hold one value for all tops or one per
+top."""
 
 from __future__ import annotations
 
 from caffe.errors import LayerSetupError
-from caffe.fillers import fill, refill_
+from caffe.fillers import check, fill, refill_
 from caffe.layer import Layer
 from caffe.proto import caffe_pb2
 from caffe.registry import register_layer
@@ -30,11 +32,11 @@ class DummyData(Layer):
                 f"Layer '{self.name}' (DummyData): give either shape or num/channels/height/"
                 "width, not both")
         if legacy:
-            counts = {len(p.num), len(p.channels), len(p.height), len(p.width)}
-            if counts not in ({1}, {n}):
-                raise LayerSetupError(
-                    f"Layer '{self.name}' (DummyData): num, channels, height and width must each "
-                    f"have 1 or {n} (number of tops) values")
+            for field in ("num", "channels", "height", "width"):
+                if len(getattr(p, field)) not in (1, n):
+                    raise LayerSetupError(
+                        f"Layer '{self.name}' (DummyData): {field} has "
+                        f"{len(getattr(p, field))} values; give 1, or {n} (one per top)")
             shapes = [(p.num[i % len(p.num)], p.channels[i % len(p.channels)],
                        p.height[i % len(p.height)], p.width[i % len(p.width)]) for i in range(n)]
         else:
@@ -51,11 +53,13 @@ class DummyData(Layer):
             fillers = [caffe_pb2.FillerParameter(type="constant", value=0)] * n
         else:
             fillers = [p.data_filler[i if len(p.data_filler) > 1 else 0] for i in range(n)]
-        # the tops drawn again at every forward, with their fillers (checked by fill here)
+        # the tops drawn again at every forward, with their fillers
         self.refilled = [(i, f) for i, f in enumerate(fillers) if f.type != "constant"]
         for t, shape, f in zip(top, shapes, fillers):
             t.reshape(shape)
-            fill(t, f)
+            check(f, tuple(t.shape))
+            if f.type == "constant":
+                fill(t, f)
 
     def reshape(self, bottom, top):
         """Shapes are fixed at setup."""
