@@ -102,11 +102,13 @@ def read_weights_proto(path: str) -> caffe_pb2.NetParameter:
     return upgrade.read_weights_param(path)
 
 
-def _layers_with_blobs(param: caffe_pb2.NetParameter):
-    """(name, blobs) of every source layer, from the current or the V1 field."""
-    for lp in param.layer:
-        yield lp.name, lp.blobs
-    for lp in param.layers:
+def _layers_with_blobs(param: caffe_pb2.NetParameter, path: str):
+    """(name, blobs) of every source layer, from the current or the V1 field. A file with both
+    is read as its V1 net, the rule the net upgrade follows (``upgrade_v1_net``)."""
+    if param.layers and param.layer:
+        LOG.warning("%s has both V1 'layers' and current 'layer' entries; the %d 'layer' "
+                    "entries are ignored", path, len(param.layer))
+    for lp in param.layers or param.layer:
         yield lp.name, lp.blobs
 
 
@@ -129,7 +131,7 @@ def copy_trained_layers(net: Net, path: str) -> None:
     by_name = net._first_layers_by_name()  # of two layers of one name, Caffe fills the first
     matched = 0
     ignored = []
-    for name, blobs in _layers_with_blobs(param):
+    for name, blobs in _layers_with_blobs(param, path):
         layer = by_name.get(name)
         if layer is None:
             if len(blobs):

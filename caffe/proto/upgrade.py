@@ -410,19 +410,26 @@ def upgrade_net_input(param: caffe_pb2.NetParameter, source: str = "<net>") -> N
     names = list(param.input)
     if param.input_shape:
         shapes = [list(s.dim) for s in param.input_shape]
+        if len(shapes) not in (1, len(names)) and len(shapes) < len(names):
+            raise ProtoError(
+                f"{source}: {len(names)} legacy inputs but {len(shapes)} input shapes; give one "
+                "shape per input")
     elif param.input_dim:
         dims = list(param.input_dim)
-        if len(dims) != 4 * len(names):
+        if len(dims) < 4 * len(names):
             raise ProtoError(
                 f"{source}: {len(names)} legacy inputs need 4 input_dim values each "
                 f"({4 * len(names)}), got {len(dims)}")
         shapes = [dims[4 * i:4 * i + 4] for i in range(len(names))]
+        if len(dims) > 4 * len(names):
+            LOG.warning("%s: %d input_dim values for %d inputs; the %d after the first %d are "
+                        "ignored, as Caffe does", source, len(dims), len(names),
+                        len(dims) - 4 * len(names), 4 * len(names))
     else:
         shapes = []
-    if shapes and len(shapes) not in (1, len(names)):
-        raise ProtoError(
-            f"{source}: {len(names)} legacy inputs but {len(shapes)} input shapes; give one "
-            "shape per input")
+    if len(shapes) > len(names):
+        LOG.warning("%s: %d input shapes for %d inputs; the last %d are ignored, as Caffe does",
+                    source, len(shapes), len(names), len(shapes) - len(names))
     if shapes:
         layer = caffe_pb2.LayerParameter(name="input", type="Input")
         layer.top.extend(names)

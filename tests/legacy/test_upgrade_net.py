@@ -320,7 +320,18 @@ def test_inputs_without_shapes_are_dropped():
     assert [lp.name for lp in param.layer] == ["a"] and not param.input
 
 
-def test_wrong_number_of_input_dims_is_an_error():
+def test_extra_input_dims_and_shapes_are_ignored_as_caffe_does():
+    # Caffe's UpgradeNetInput reads 4 dims (or one shape) per input and nothing more
+    param = net_from('input: "a" input_dim: 1 input_dim: 2 input_dim: 3 input_dim: 4 '
+                     'input_dim: 5 input_dim: 6 input_dim: 7 input_dim: 8')
+    assert upgrade.upgrade_net_as_needed(param, "x.prototxt")
+    assert [list(s.dim) for s in param.layer[0].input_param.shape] == [[1, 2, 3, 4]]
+    param = net_from('input: "a" input_shape { dim: 5 } input_shape { dim: 6 }')
+    assert upgrade.upgrade_net_as_needed(param, "x.prototxt")
+    assert [list(s.dim) for s in param.layer[0].input_param.shape] == [[5]]
+
+
+def test_too_few_input_dims_is_an_error():
     param = net_from('input: "a" input: "b" input_dim: 1 input_dim: 2 input_dim: 3 '
                      'input_dim: 4')
     with pytest.raises(ProtoError, match="2 legacy inputs need 4 input_dim values each"):

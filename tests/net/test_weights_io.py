@@ -76,6 +76,24 @@ def test_unknown_source_layers_are_ignored_and_shape_mismatch_raises(tmp_path):
         net.copy_from(path)
 
 
+def test_a_caffemodel_with_v1_and_current_layers_is_read_as_its_v1_net(tmp_path):
+    # the rule of the net upgrade: the 'layer' entries beside V1 'layers' are ignored
+    net = make_net(LINREG)
+    _randomize(net)
+    saved = net.to_proto()
+    mixed = caffe_pb2.NetParameter()
+    v1 = mixed.layers.add(name="fc", type=caffe_pb2.V1LayerParameter.INNER_PRODUCT)
+    v1.blobs.extend(saved.layer[[lp.name for lp in saved.layer].index("fc")].blobs)
+    current = mixed.layer.add(name="fc", type="InnerProduct")
+    current.blobs.extend(v1.blobs)
+    current.blobs[0].data[0] += 1  # would win if both were read
+    path = str(tmp_path / "mixed.caffemodel")
+    open(path, "wb").write(mixed.SerializeToString())
+    other = make_net(LINREG)
+    other.copy_from(path)
+    np.testing.assert_array_equal(other.params["fc"][0].data, net.params["fc"][0].data)
+
+
 def test_legacy_4d_blob_shape_is_accepted(tmp_path):
     net = make_net(LINREG)
     param = caffe_pb2.NetParameter()
