@@ -85,8 +85,8 @@ def test_a_caffemodel_with_v1_and_current_layers_is_read_as_its_v1_net(tmp_path)
     v1 = mixed.layers.add(name="fc", type=caffe_pb2.V1LayerParameter.INNER_PRODUCT)
     v1.blobs.extend(saved.layer[[lp.name for lp in saved.layer].index("fc")].blobs)
     current = mixed.layer.add(name="fc", type="InnerProduct")
-    current.blobs.extend(v1.blobs)
-    current.blobs[0].data[0] += 1  # would win if both were read
+    current.blobs.add().shape.dim.extend([7])  # its shape would be refused if it were read
+    current.blobs[0].data.extend([0.0] * 7)
     path = str(tmp_path / "mixed.caffemodel")
     open(path, "wb").write(mixed.SerializeToString())
     other = make_net(LINREG)
