@@ -133,6 +133,9 @@ class Reader:
             self.backend = found
         self._handle = _acquire(self.backend, self.path)
         self._closed = False
+        from caffe._common import LOG
+
+        LOG.info("Opened %s %s", self.backend, self.path)
 
     def records(self) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` pairs in key order (one pass)."""

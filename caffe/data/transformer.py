@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from caffe._common import LOG
 from caffe.errors import FileFormatError, LayerSetupError
 from caffe.layer import Phase
 from caffe.proto import caffe_pb2, files
@@ -59,6 +60,8 @@ class DataTransformer:
         if self.mean_file and len(param.mean_value):
             raise LayerSetupError(f"{who}: transform_param cannot have both mean_file and "
                                   "mean_value")
+        if self.mean_file:
+            LOG.info("Loading mean file from: %s", self.mean_file)
         self.mean = load_mean_file(self.mean_file) if self.mean_file else None
         self.mean_values = (np.asarray(param.mean_value, dtype=np.float32)
                             if len(param.mean_value) else None)

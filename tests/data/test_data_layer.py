@@ -5,6 +5,7 @@ the errors for bad databases and records."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import re
 import subprocess
@@ -60,6 +61,24 @@ def test_label_top_is_optional(tmp_path):
     net = _net(tmp_path, _db(tmp_path), tops=("data",))
     assert list(net.blobs) == ["data"]
     np.testing.assert_array_equal(net.forward()["data"], IMGS[:2])
+
+
+def test_setup_logs_caffes_lines(tmp_path):
+    src = _db(tmp_path)
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("caffe")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        _net(tmp_path, src, batch=2)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    shape = ",".join(str(d) for d in (2, *IMGS.shape[1:]))
+    assert f"Opened lmdb {src}" in lines and f"output data size: {shape}" in lines
 
 
 def test_rand_skip_is_ignored_as_in_caffe_master(tmp_path):

@@ -44,6 +44,7 @@ class Data(PrefetchingDataLayer):
             LOG.info("Layer '%s': data_param.rand_skip is deprecated and ignored, as in Caffe: "
                      "reading starts at the first record", self.name)
         top[0].reshape(batch_size, *shape)
+        LOG.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
         if len(top) > 1:
             top[1].reshape(batch_size)
         batcher = Batcher(transformer, new_seed(), decode_workers(encoded), pin_batches())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from caffe._common import STATE
+from caffe._common import LOG, STATE
 from caffe.data import naming_layer
 from caffe.data.hdf5 import load_datasets
 from caffe.data.resume import checked_int, checked_permutation, fields
@@ -48,7 +48,9 @@ class HDF5Data(Layer):
         self.source = p.source
         self.names = list(self.layer_param.top)
         with naming_layer(self):
+            LOG.info("Loading list of HDF5 filenames from: %s", p.source)
             self.entries = read_path_list(p.source, "HDF5 list file")
+            LOG.info("Number of HDF5 files: %d", len(self.entries))
             self.file_order = np.arange(len(self.entries))
             if self.shuffle:
                 self.file_order = _permutation(len(self.entries))
@@ -68,6 +70,7 @@ class HDF5Data(Layer):
         entry = self.entries[self.file_order[self.current_file]]
         path = resolve(entry.path, self.source)
         where = f"line {entry.line} of '{self.source}'"
+        LOG.info("Loading HDF5 file: %s", path)
         arrays = load_datasets(path, self.names, where)
         if hasattr(self, "row_shapes"):
             for name, a, shape in zip(self.names, arrays, self.row_shapes):
@@ -78,6 +81,7 @@ class HDF5Data(Layer):
                         "must have the same row shape")
         self.arrays = [torch.from_numpy(a) for a in arrays]
         self.rows = arrays[0].shape[0]
+        LOG.info("Successfully loaded %d rows", self.rows)
 
     def _end_of_file(self) -> None:
         """Caffe's HDF5DataLayer::Next at the last row: next file (reshuffled list after a full

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from caffe._common import LOG
 from caffe.data import naming_layer
 from caffe.data.base_layer import PrefetchingDataLayer
 from caffe.data.prefetch import Batcher, decode_workers, new_seed, pin_batches
@@ -36,10 +37,15 @@ class ImageData(PrefetchingDataLayer):
         with naming_layer(self):
             transformer = DataTransformer(self.layer_param.transform_param, self.phase,
                                           f"Layer '{self.name}' (ImageData)")
+            LOG.info("Opening file %s", p.source)
             entries = read_labeled_list(p.source, "image list file")
+            if p.shuffle:
+                LOG.info("Shuffling data")
+            LOG.info("A total of %d images.", len(entries))
             start = 0
             if p.rand_skip:
                 start = int(rng.integers(p.rand_skip))
+                LOG.info("Skipping first %d data points.", start)
                 if start >= len(entries):
                     raise FileFormatError(
                         f"image list file '{p.source}' has {len(entries)} images, not enough "
@@ -49,6 +55,7 @@ class ImageData(PrefetchingDataLayer):
             img, _, where = images.loader(images.entries[start])()
             shape = transformer.output_shape(img.shape, where)
         top[0].reshape(batch_size, *shape)
+        LOG.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
         top[1].reshape(batch_size)
         batcher = Batcher(transformer, new_seed(), decode_workers(True), pin_batches())
         self.start_prefetch(images, batcher, self.layer_param.data_param.prefetch)
