@@ -312,3 +312,22 @@ def test_opencv_reference_weights_fit_the_parameter_layout(kind, n_params):
             h = np.tanh(a)
             outs.append(np.tanh(h @ w[3].T + w[4]))
     np.testing.assert_allclose(top[0].data, np.stack(outs), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "LSTMUnit"])
+def test_no_backpropagation_into_cont(kind):
+    # Caffe's RecurrentLayer and LSTMUnitLayer abort when asked for a gradient of cont
+    if kind == "LSTMUnit":
+        layer = create_layer(caffe_pb2.LayerParameter(name="rec", type=kind), caffe.TRAIN)
+        arrays, n_top, cont = [np.zeros((1, 2, 3)), np.zeros((1, 2, 12)), np.ones((1, 2))], 2, 2
+    else:
+        layer = _layer(kind, 3)
+        arrays, n_top, cont = [np.zeros((2, 2, 4)), np.ones((2, 2))], 1, 1
+    _, bottom, top = _run(layer, arrays, n_top)
+    wanted = [True] * len(bottom)
+    with pytest.raises(LayerSetupError, match=rf"\({kind}\) cannot backpropagate to its "
+                                              rf"sequence continuation \(cont\) input "
+                                              rf"\(bottom {cont}\)"):
+        layer.Backward(top, wanted, bottom)
+    wanted[cont] = False
+    layer.Backward(top, wanted, bottom)

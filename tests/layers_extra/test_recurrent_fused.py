@@ -25,6 +25,11 @@ TYPES = ["LSTM", "RNN"]
 K, D = 3, 4
 
 
+
+def _propagate(bottom) -> list[bool]:
+    """Every bottom but cont (bottom 1), into which Caffe refuses to backpropagate."""
+    return [i != 1 for i in range(len(bottom))]
+
 def _layer(type_name: str, *, static: bool, expose: bool, debug: bool = False):
     lp = caffe_pb2.LayerParameter(name="rec", type=type_name)
     text_format.Merge(
@@ -132,7 +137,7 @@ class _Pair:
                 for p in layer.blobs:
                     p.diff_tensor = _tensor(r.uniform(-1, 1, p.shape), self.dtype)
             for _ in range(times):
-                layer.Backward(top, [True] * len(bottom), bottom)
+                layer.Backward(top, _propagate(bottom), bottom)
         self.set_up_diffs = True
         fb, lb = self.tops[id(self.fused)][0], self.tops[id(self.loop)][0]
         for j in [0, 2] if self.static else [0]:
@@ -373,7 +378,7 @@ def test_no_graph_without_need_backward(type_name):
     assert not top[0].tensor.requires_grad and top[0].tensor.grad_fn is None
     assert pair.fused._fused_graph is None and pair.fused._cache is None
     with pytest.raises(LayerSetupError, match="need_backward = False"):
-        pair.fused.Backward(top, [True] * len(bottom), bottom)
+        pair.fused.Backward(top, _propagate(bottom), bottom)
 
 
 def test_net_layer_without_backward_keeps_no_graph():

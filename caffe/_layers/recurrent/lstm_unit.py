@@ -11,6 +11,7 @@ never of cont; the forget-gate derivative is f (1 - f) with f already scaled by 
 
 from __future__ import annotations
 
+from caffe._layers.loss.labels import refuse_backward
 from caffe._layers.recurrent.recurrent_base import (
     lstm_cell_backward,
     lstm_cell_forward,
@@ -53,6 +54,7 @@ class LSTMUnit(Layer):
         top[1].tensor = h
 
     def backward(self, top, propagate_down, bottom):
+        refuse_backward(self, propagate_down, {2: "sequence continuation (cont)"})
         if not (propagate_down[0] or propagate_down[1]):
             return
         x = bottom[1].tensor

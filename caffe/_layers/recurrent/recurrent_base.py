@@ -53,6 +53,7 @@ from collections.abc import Sequence
 import torch
 
 from caffe._common import LOG, recorded
+from caffe._layers.loss.labels import refuse_backward
 from caffe.blob import Blob
 from caffe.errors import BlobCountError, LayerSetupError, ShapeMismatchError
 from caffe.fillers import fill
@@ -500,6 +501,7 @@ class RecurrentLayer(Layer):
 
     def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
                  bottom: Sequence[Blob]) -> None:
+        refuse_backward(self, propagate_down, {1: "sequence continuation (cont)"})
         if self._fused_last:
             self._backward_fused(top, bottom)
         else:
