@@ -3,6 +3,8 @@ backward with start/end and keyword inputs, forward_all, callbacks, reshape, blo
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -216,3 +218,18 @@ def test_constructor_takes_level_stages_and_weights_by_position(tmp_path):
                          ((caffe.TEST, 1), {"level": 1}), ((weights, caffe.TEST, 0), {})]:
         with pytest.raises(TypeError, match=r"Net\("):
             caffe.Net(path, *args, **kwargs)
+
+
+def test_logs_at_info_to_stderr_by_default_as_pycaffe():
+    # pycaffe's glog writes every line to stderr until init_log: net construction is visible
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
+    code = f"import caffe; caffe.Net({write(STAGED)!r}, caffe.TEST)"
+    err = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stderr
+    assert "] Network initialization done." in err and "Creating Layer in" in err
+    quiet = subprocess.run([sys.executable, "-c", code], env={**env, "GLOG_minloglevel": "1"},
+                           capture_output=True, text=True, timeout=120, check=True).stderr
+    assert "Network initialization done." not in quiet
