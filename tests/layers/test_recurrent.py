@@ -331,3 +331,12 @@ def test_no_backpropagation_into_cont(kind):
         layer.Backward(top, wanted, bottom)
     wanted[cont] = False
     layer.Backward(top, wanted, bottom)
+
+
+def test_lstm_unit_forget_gate_is_exactly_zero_where_cont_is_zero():
+    # Caffe's LSTMUnit branches on cont == 0: even a NaN forget pre-activation is dropped there
+    x = np.random.default_rng(2).standard_normal((1, 2, 12))
+    x[0, :, 3:6] = np.nan
+    layer = create_layer(caffe_pb2.LayerParameter(name="unit", type="LSTMUnit"), caffe.TRAIN)
+    (c, h), bottom, top = _run(layer, [np.ones((1, 2, 3)), x, np.array([[0.0, 1.0]])], 2)
+    assert np.isfinite(c[0, 0]).all() and np.isfinite(h[0, 0]).all() and np.isnan(c[0, 1]).all()

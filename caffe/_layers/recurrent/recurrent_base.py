@@ -92,11 +92,12 @@ def lstm_cell_forward(c_prev: torch.Tensor, gates: torch.Tensor,
 
 
 def lstm_gates(gates: torch.Tensor, cont: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The activated gates i, f (times cont), o, g of pre-activations (..., 4D)."""
+    """The activated gates i, f (times cont; exactly 0 where cont is 0, as Caffe's branch, even
+    for a NaN pre-activation), o, g of pre-activations (..., 4D)."""
     d = gates.shape[-1] // 4
     sig = torch.sigmoid(gates[..., :3 * d])
-    return (sig[..., :d], sig[..., d:2 * d] * cont, sig[..., 2 * d:],
-            torch.tanh(gates[..., 3 * d:]))
+    forget = (sig[..., d:2 * d] * cont).masked_fill(cont == 0, 0)
+    return sig[..., :d], forget, sig[..., 2 * d:], torch.tanh(gates[..., 3 * d:])
 
 
 def lstm_cell_backward(dc: torch.Tensor, dh: torch.Tensor, c_prev: torch.Tensor,
