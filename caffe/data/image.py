@@ -78,18 +78,26 @@ def _raw(im: Image.Image, mode: str, rawmode: str) -> np.ndarray:
 
 def _png_gamma(info: dict) -> int:
     """The file gamma a PNG declares (gAMA, or sRGB's 1/2.2), in libpng's 1e-5 fixed point; 0
-    when none."""
+    when none, or when libpng would reject it (beyond 31 bits)."""
     if "srgb" in info:
         return 45455
-    gamma = info.get("gamma")
-    return int(np.floor(float(gamma) * 100000 + 0.5)) if gamma else 0
+    try:
+        gamma = int(np.floor(float(info.get("gamma") or 0) * 100000 + 0.5))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return gamma if 0 < gamma <= 2**31 - 1 else 0
+
+
+def _significant(fixed: int) -> bool:
+    """libpng's test: a gamma further than 5 % from 1 changes values."""
+    return not 95000 <= fixed <= 105000
 
 
 def _gamma_table(exponent: int) -> np.ndarray:
-    """libpng's 8-bit gamma table for an exponent in 1e-5 fixed point (identity when it is
-    within 5 % of 1)."""
+    """libpng's 8-bit gamma table for an exponent in 1e-5 fixed point (0 and 255 map to
+    themselves; the identity when the exponent is not significant)."""
     values = np.arange(256, dtype=np.int32)
-    if 95000 <= exponent <= 105000:
+    if not _significant(exponent):
         return values
     table = np.floor(255 * (values / 255.0) ** (exponent * 1e-5) + 0.5).astype(np.int32)
     table[[0, 255]] = [0, 255]
@@ -97,7 +105,11 @@ def _gamma_table(exponent: int) -> np.ndarray:
 
 
 def _reciprocal(fixed: int) -> int:
-    return int(np.floor(1e10 / fixed + 0.5))
+    """libpng's ``png_reciprocal``: 1/x in 1e-5 fixed point, 0 when it does not fit 32 bits."""
+    if fixed == 0:
+        return 0
+    r = np.floor(1e10 / fixed + 0.5)
+    return int(r) if -2**31 <= r <= 2**31 - 1 else 0
 
 
 def _grey(rgb: np.ndarray, fmt: str | None, info: dict) -> np.ndarray:
@@ -109,12 +121,13 @@ def _grey(rgb: np.ndarray, fmt: str | None, info: dict) -> np.ndarray:
         return grey.astype(np.uint8)[..., None]
     cr, cg, cb = _PNG_GREY
     gamma = _png_gamma(info)
-    if not gamma or 95000 <= gamma <= 105000:
+    screen = _reciprocal(gamma)  # libpng assumes a screen that undoes the file's gamma
+    if not gamma or not (_significant(gamma) or _significant(screen)):
         return ((r * cr + g * cg + b * cb) >> 15).astype(np.uint8)[..., None]
-    # libpng converts in linear light: decode with 1/gamma, mix (rounded), encode with gamma;
-    # pixels with equal channels are kept as they are
-    to_linear, from_linear = _gamma_table(_reciprocal(gamma)), _gamma_table(
-        _reciprocal(_reciprocal(gamma)))
+    # libpng converts in linear light: decode with 1/gamma, mix (rounded), encode for the
+    # screen; pixels with equal channels are kept as they are
+    to_linear = _gamma_table(_reciprocal(gamma))
+    from_linear = _gamma_table(_reciprocal(screen) if screen > 0 else gamma)
     mixed = from_linear[(to_linear[r] * cr + to_linear[g] * cg + to_linear[b] * cb + 16384)
                         >> 15]
     return np.where((r == g) & (g == b), r, mixed).astype(np.uint8)[..., None]

@@ -110,7 +110,8 @@ def test_matches_installed_opencv():
     rgba = rng.integers(0, 256, (19, 23, 4), dtype=np.uint8)
     grey = rng.integers(0, 256, (19, 23), dtype=np.uint8)
     cases = [_encode(rgb, "JPEG", quality=90), _encode(grey, "JPEG"),
-             _png_with(rgb, gAMA=struct.pack(">I", 220000)),
+             *[_png_with(rgb, gAMA=struct.pack(">I", g))  # libpng's extremes too
+               for g in (1, 15, 50000, 220000, 625000001, 2**31 - 1, 2**32 - 1)],
              _encode(rng.integers(0, 65536, (19, 23), dtype=np.uint16), "PNG"),
              _encode(rng.integers(0, 256, (19, 23, 2), dtype=np.uint8), "PNG")]
     for fmt, options in [("PNG", {}), ("BMP", {}), ("TIFF", {}), ("PPM", {}),
