@@ -11,7 +11,8 @@ alpha). What OpenCV does on the way, done here too:
   the file declares a gamma); other formats use OpenCV's 14-bit rounded weights;
 * 16-bit images keep their high byte (libpng's ``strip_16``; a 16-bit colour PNG made grey
   may be 1 off, as Pillow reads only the high bytes of its colours);
-* a TIFF with unassociated alpha is premultiplied (libtiff's RGBA reader);
+* a TIFF with unassociated alpha is premultiplied (libtiff's RGBA reader), a CMYK JPEG is
+  converted with OpenCV's integer formula;
 * with ``color`` True or False, the EXIF orientation (JPEG, PNG, WebP) is applied; unchanged
   images are left as stored (a TIFF's orientation tag is always applied: libtiff, for OpenCV
   and Pillow alike).
@@ -141,12 +142,23 @@ def _premultiplied(im: Image.Image) -> np.ndarray:
     return rgba.astype(np.uint8)
 
 
+def _cmyk_jpeg(im: Image.Image) -> np.ndarray:
+    """A CMYK JPEG as OpenCV converts libjpeg's output (the stored, Adobe-inverted values, which
+    Pillow has inverted back): x = k - (255 - x) k / 256 for each of c, m, y, as BGR."""
+    stored = 255 - np.asarray(im, dtype=np.int32)
+    k = stored[..., 3:]
+    cmy = k - (((255 - stored[..., :3]) * k) >> 8)
+    return cmy[..., ::-1].astype(np.uint8)
+
+
 def _array(im: Image.Image, color: bool | None) -> np.ndarray:
     fmt = im.format
     im = _to_8bit(im)
     if im.mode in _GREY or (color is False and im.mode == "LA"):
         return _raw(im, "L", "L") if color is not True else _raw(im, "RGB", "BGR")
-    if fmt == "TIFF" and im.mode == "RGBA" and im.tag_v2.get(338) in (2, (2,)):
+    if fmt == "JPEG" and im.mode == "CMYK":
+        bgra = _cmyk_jpeg(im)
+    elif fmt == "TIFF" and im.mode == "RGBA" and im.tag_v2.get(338) in (2, (2,)):
         bgra = _premultiplied(im)
     elif color is None and (im.mode in _ALPHA or (im.mode == "P" and "transparency" in
                                                    im.info)):

@@ -1,7 +1,7 @@
 """Decoding images as Caffe's OpenCV does (``caffe.data.image.decode_image``): colour to grey
-per decoder, 16-bit images, premultiplied TIFF alpha, the EXIF and TIFF orientation. Expected
-values were taken from OpenCV 4's ``imdecode``; the last test compares with an installed
-OpenCV on many more images."""
+per decoder, 16-bit images, premultiplied TIFF alpha, CMYK JPEGs, the EXIF and TIFF
+orientation. Expected values were taken from OpenCV 4's ``imdecode``; one test compares with an
+installed OpenCV on many more images."""
 
 from __future__ import annotations
 
@@ -119,6 +119,9 @@ def test_matches_installed_opencv():
         cases += [_encode(rgb, fmt, **options), _encode(grey, fmt, **options)]
         if fmt in ("PNG", "TIFF", "WEBP"):
             cases.append(_encode(rgba, fmt, **options))
+    cmyk = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(cmyk, "JPEG")  # print workflows; some of ImageNet
+    cases.append(cmyk.getvalue())
     for orientation in (3, 6):
         image = Image.fromarray(rgb)
         exif = image.getexif()
@@ -139,3 +142,16 @@ def test_matches_installed_opencv():
                 continue
             got = decode_image(data, color)
             np.testing.assert_array_equal(got, want.reshape(got.shape))
+
+
+def test_cmyk_jpeg_uses_opencvs_integer_formula():
+    # libjpeg hands OpenCV the stored (Adobe-inverted) CMYK; each of c, m, y becomes
+    # k - (255 - x) * k / 256 in integers. Pillow's own CMYK -> RGB rounds differently.
+    cmyk = np.array([[[10, 200, 30, 40], [250, 5, 128, 0], [0, 0, 0, 255]]], np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(cmyk, "CMYK").save(buf, "JPEG", quality=100)
+    got = decode_image(buf.getvalue(), None)
+    stored = 255 - np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.int32)
+    k = stored[..., 3:]
+    want = (k - (((255 - stored[..., :3]) * k) >> 8))[..., ::-1]
+    np.testing.assert_array_equal(got, want)
