@@ -76,6 +76,17 @@ def filter_net(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     return out
 
 
+def _without_blobs(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """``param`` without weights, for the log (a binary net definition may carry them)."""
+    if not any(len(lp.blobs) for lp in param.layer):
+        return param
+    light = caffe_pb2.NetParameter()
+    light.CopyFrom(param)
+    for lp in light.layer:
+        lp.ClearField("blobs")
+    return light
+
+
 # ---------------------------------------------------------------------------- splits
 def split_layer_name(layer_name: str, blob_name: str, top_index: int) -> str:
     return f"{blob_name}_{layer_name}_{top_index}_split"
@@ -339,7 +350,8 @@ class Net:
         self._log_init = LOG.isEnabledFor(logging.INFO) and root_solver()
         filtered = filter_net(in_param)
         if self._log_init:
-            LOG.info("Initializing net from parameters: \n%s", files.to_text(filtered))
+            LOG.info("Initializing net from parameters: \n%s", files.to_text(_without_blobs(
+                filtered)))
         param = insert_splits(filtered)
         self._param = param
         self.name = param.name
