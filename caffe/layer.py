@@ -318,7 +318,13 @@ class Layer:
                     raise LayerSetupError(
                         f"Layer '{self.name}' ({self.type}) does not allow in-place computation "
                         f"(top {j} is bottom {j}): give the top a name different from its bottom")
+        given = self._blobs_in_definition()
+        if given and not self.built_in():  # Caffe's Layer constructor fills blobs_ first
+            for arr in given:
+                self.blobs.add_blob(*arr.shape).data[...] = arr
         self.setup(bottom, top)
+        if given and self.built_in():  # and its layers then skip their fillers
+            self._take_blobs(given)
         self.reshape(bottom, top)
         weights = list(self.layer_param.loss_weight)
         if not weights and self.is_loss:
@@ -334,6 +340,30 @@ class Layer:
                 t.diff_tensor.fill_(w)
         if len(self._param_propagate_down) != len(self.blobs):
             self._param_propagate_down = [True] * len(self.blobs)
+
+    def _blobs_in_definition(self) -> list:
+        """The parameter values the layer's definition carries (``blobs`` in its
+        LayerParameter), as arrays."""
+        if not len(self.layer_param.blobs):
+            return []
+        from caffe.model_io import blobproto_to_array
+
+        return [blobproto_to_array(bp, f"layer '{self.name}' blob {j} in the net definition")
+                for j, bp in enumerate(self.layer_param.blobs)]
+
+    def _take_blobs(self, given: list) -> None:
+        """Replace the filled parameters by the ones the definition carries."""
+        if len(given) != len(self.blobs):
+            raise LayerSetupError(
+                f"Layer '{self.name}' ({self.type}) carries {len(given)} parameter blobs in its "
+                f"definition but has {len(self.blobs)}; give all of them or none")
+        for j, (blob, arr) in enumerate(zip(self.blobs, given)):
+            if arr.size != blob.count:
+                raise LayerSetupError(
+                    f"Layer '{self.name}' ({self.type}): blob {j} in its definition has shape "
+                    f"{arr.shape} ({arr.size} values), but the layer's parameter {j} has shape "
+                    f"{blob.shape}")
+            blob.tensor.copy_(torch.from_numpy(arr).reshape(blob.shape))
 
     def Reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         self.reshape(bottom, top)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import caffe
-from caffe.errors import NetDefinitionError, ShapeMismatchError
+from caffe.errors import LayerSetupError, NetDefinitionError, ShapeMismatchError
 
-from nets import IP_FILLERS, LINREG, make_net
+from nets import IP_FILLERS, LINREG, make_net, net_param
 
 STATE_NET = """
 name: "states"
@@ -350,3 +350,23 @@ def test_layers_know_when_no_backward_will_come():
     assert net.layer_dict["pool"].argmax is None
     assert net.layer_dict["scale"]._saved is None
     np.testing.assert_array_equal(net.blobs["p"].data[0, 0], [[5, 7], [13, 15]])
+
+
+def test_blobs_in_a_layer_definition_replace_its_fillers():
+    # Caffe's Layer constructor takes LayerParameter.blobs, and the layer skips its fillers;
+    # a Python layer finds them in self.blobs when its setup runs
+    param = net_param("""
+        layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 } } }
+        layer { name: "fc" type: "InnerProduct" bottom: "x" top: "y"
+          inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } }
+          blobs { shape { dim: 2 dim: 3 } data: [1, 2, 3, 4, 5, 6] }
+          blobs { shape { dim: 2 } data: [0.5, -0.5] } }
+    """)
+    net = caffe.Net(param, caffe.TEST)
+    np.testing.assert_array_equal(net.params["fc"][0].data, [[1, 2, 3], [4, 5, 6]])
+    net.blobs["x"].data[...] = 1
+    np.testing.assert_array_equal(net.forward()["y"], [[6.5, 14.5]])
+    del param.layer[1].blobs[1]
+    with pytest.raises(LayerSetupError, match=r"'fc' \(InnerProduct\) carries 1 parameter "
+                                                 r"blobs in its definition but has 2"):
+        caffe.Net(param, caffe.TEST)

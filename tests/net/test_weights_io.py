@@ -162,6 +162,32 @@ def test_python_layer_params_are_saved_and_loaded(tmp_path, python_layer_module)
     assert other.params["scale"][0].data[0] == 2.5
 
 
+def test_a_python_layer_finds_the_definitions_blobs_before_its_setup(tmp_path, monkeypatch):
+    # Caffe's Layer constructor fills blobs_ from the LayerParameter before the Python setup
+    (tmp_path / "seen_blobs.py").write_text(
+        "import caffe\n"
+        "class Keep(caffe.Layer):\n"
+        "    def setup(self, bottom, top):\n"
+        "        if not len(self.blobs):  # a fresh layer: initialize\n"
+        "            self.blobs.add_blob(1).data[...] = 1.0\n"
+        "    def reshape(self, bottom, top):\n"
+        "        top[0].reshape(*bottom[0].data.shape)\n"
+        "    def forward(self, bottom, top):\n"
+        "        top[0].data[...] = self.blobs[0].data[0] * bottom[0].data\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = """
+    layer { name: "input" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+    layer { name: "keep" type: "Python" bottom: "x" top: "y"
+            python_param { module: "seen_blobs" layer: "Keep" } %s }
+    """
+    assert _keep_values(make_net(text % "")) == [[1.0]]
+    assert _keep_values(make_net(text % "blobs { shape { dim: 1 } data: 3 }")) == [[3.0]]
+
+
+def _keep_values(net: caffe.Net) -> list:
+    return [b.data.tolist() for b in net.params["keep"]]
+
+
 NAMES_NET = """
 layer { type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
 layer { name: "conv1/bn" type: "InnerProduct" bottom: "x" top: "a"
