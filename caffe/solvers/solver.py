@@ -292,10 +292,20 @@ class Solver:
     def add_callback(self, on_start, on_gradients_ready=None) -> None:
         """Call ``on_start()`` at the start of every iteration and ``on_gradients_ready()`` after
         the backward passes, before the update. An object with ``on_start`` /
-        ``on_gradients_ready`` methods may be given instead."""
+        ``on_gradients_ready`` methods may be given instead.
+
+        ``on_gradients_ready`` may read any blob's diff, as in Caffe: while one is registered,
+        ``step`` keeps intermediate diffs (unless it says ``param_diffs_only = True``, as
+        ``caffe.NCCL`` does; see ``Net.after_backward``)."""
         if on_gradients_ready is None and hasattr(on_start, "on_gradients_ready"):
             on_start, on_gradients_ready = on_start.on_start, on_start.on_gradients_ready
         self._callbacks.append((on_start, on_gradients_ready))
+
+    def _callbacks_read_diffs(self) -> bool:
+        """Whether an ``on_gradients_ready`` callback may read intermediate blob diffs."""
+        return any(ready is not None and not getattr(getattr(ready, "__self__", ready),
+                                                     "param_diffs_only", False)
+                   for _, ready in self._callbacks)
 
     def set_action_function(self, fn: Callable[[], SolverAction] | None) -> None:
         """``fn()`` is polled after every iteration and test batch; it returns a SolverAction
@@ -318,9 +328,10 @@ class Solver:
     def step(self, iters: int) -> None:
         """Run ``iters`` training iterations (Caffe's Solver::Step).
 
-        Unless ``keep_blob_diffs`` is set, each backward frees the diffs of intermediate blobs
-        as soon as no later layer needs them (``Net.forward_backward(release_diffs=True)``):
-        after a step those diffs read as zeros, while parameter diffs and blob data stay."""
+        Unless ``keep_blob_diffs`` is set or an ``on_gradients_ready`` callback may read them,
+        each backward frees the diffs of intermediate blobs as soon as no later layer needs them
+        (``Net.forward_backward(release_diffs=True)``): after a step those diffs read as zeros,
+        while parameter diffs and blob data stay."""
         p = self._param
         stop_iter = self.iter + int(iters)
         start_iter = self.iter
@@ -343,9 +354,9 @@ class Solver:
             display = bool(p.display) and self.iter % p.display == 0
             self.net.debug_info = display and p.debug_info
             loss = 0.0
+            release = not (self.keep_blob_diffs or self._callbacks_read_diffs())
             for _ in range(p.iter_size):
-                loss = loss + self.net._forward_backward_tensor(
-                    release_diffs=not self.keep_blob_diffs)
+                loss = loss + self.net._forward_backward_tensor(release_diffs=release)
             # reading the loss waits for the device: unless the log or a callback needs it
             # now, do it once the update is queued too
             read_now = display or bool(self._callbacks)

@@ -161,6 +161,31 @@ def test_a_param_diffs_only_callback_keeps_the_release():
     assert all(not net.blobs[n].has_diff for n in intermediate(net))
 
 
+def test_a_solver_gradient_callback_sees_every_diff_unless_it_reads_params_only():
+    # pycaffe's on_gradients_ready may read any blob's diff during the step, as in Caffe
+    solver = make_solver(LENET_LIKE, keep=False)
+    net = solver.net
+    seen = {}
+    solver.add_callback(None, lambda: seen.update(
+        {n: net.blobs[n].has_diff for n in intermediate(net)}))
+    solver.step(1)
+    assert seen and all(seen.values())
+
+    class ParamsOnly:
+        param_diffs_only = True
+
+        def on_start(self) -> None:
+            pass
+
+        def on_gradients_ready(self) -> None:
+            pass
+
+    solver = make_solver(LENET_LIKE, keep=False)
+    solver.add_callback(ParamsOnly())
+    solver.step(1)
+    assert all(not solver.net.blobs[n].has_diff for n in intermediate(solver.net))
+
+
 def test_callbacks_and_debug_info_keep_every_diff():
     solver = make_solver(LENET_LIKE, keep=False)
     seen = []
