@@ -171,6 +171,9 @@ class SignalActions:
 class ProgressBar:
     """A one-line progress bar on a terminal; log lines clear it before they print."""
 
+    # a solver callback that reads no diff: the step still frees intermediate ones
+    param_diffs_only = True
+
     def __init__(self, solver: Solver, stream=None) -> None:
         self.solver = solver
         self.stream = stream or sys.stderr
