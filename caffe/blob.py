@@ -336,7 +336,7 @@ class Blob:
     def _host(self, t: torch.Tensor, mirror: torch.Tensor | None, state: int):
         if t.device.type == "cpu":
             return (t.detach() if t.requires_grad else t).numpy(), None, _HOST_STALE
-        if mirror is None or mirror.shape != t.shape:
+        if mirror is None or mirror.shape != t.shape or mirror.dtype != t.dtype:
             mirror = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
             state = _HOST_STALE
         if state == _HOST_STALE:

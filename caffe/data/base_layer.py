@@ -111,5 +111,7 @@ class PrefetchingDataLayer(Layer):
         for t, src in zip(top, (data, labels)):
             if t.shape != tuple(src.shape):
                 t.reshape(tuple(src.shape))
-            # the batch becomes the top's tensor (no copy when it is already on the device)
-            t.tensor = src.to(device=t.tensor.device, dtype=t.tensor.dtype, non_blocking=True)
+            # the batch becomes the top's tensor (no copy when it is already on the device); a
+            # device-to-host copy (GPU batches for a net back in CPU mode) must finish first
+            t.tensor = src.to(device=t.tensor.device, dtype=t.tensor.dtype,
+                              non_blocking=t.tensor.is_cuda)

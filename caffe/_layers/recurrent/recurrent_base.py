@@ -136,6 +136,9 @@ class RecurrentLayer(Layer):
     Subclasses define ``state_names``, ``gate_mult``, ``extra_blob_specs``, ``recur``,
     ``recur_backward`` and ``recur_fused``."""
 
+    #: the state carried from one forward to the next is Python-side: a CUDA graph's replay
+    #: would keep reading the state of its capture (``Net.use_cuda_graph``)
+    graph_safe = False
     #: names of the recurrent states, in the order of the exposed bottoms and tops
     state_names: tuple[str, ...] = ("h",)
     #: width of the pre-activation in units of num_output
