@@ -218,6 +218,7 @@ class RecurrentLayer(Layer):
         self._fused_last = False
         self._fused_graph: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self._cont_key: tuple | None = None  # cont's data_version at the last device check
+        self._cont_tensor: torch.Tensor | None = None  # and its tensor
         self._plan: str | None = None  # the fused plan found then
         self._zero_bias: torch.Tensor | None = None  # the kernels' second bias (Caffe has one)
         self._one_buffer = False  # whether the kernel's weights are one cuDNN buffer
@@ -347,10 +348,12 @@ class RecurrentLayer(Layer):
         cont = blob.host_tensor()
         if cont is not None:
             return self._cont_plan(cont)
+        # the tensor is part of the key, and kept: a new tensor at a freed address starts at the
+        # same version, so the address and version alone could match a stale plan
         key = blob.data_version()
-        if key is None or key != self._cont_key:
+        if key is None or key != self._cont_key or blob.tensor is not self._cont_tensor:
             self._plan = self._cont_plan(blob.tensor.cpu())
-            self._cont_key = key
+            self._cont_key, self._cont_tensor = key, blob.tensor
         return self._plan
 
     def _cont_plan(self, cont: torch.Tensor) -> str | None:
