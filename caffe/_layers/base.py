@@ -1,5 +1,6 @@
 """Shared bases for layer families: NeuronLayer (elementwise, top shaped like bottom) and
-LossLayer (prediction + label -> scalar loss)."""
+LossLayer (prediction + label -> scalar loss), and ``refuse_backward`` for the bottoms no
+gradient reaches (labels, sequence indicators)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from caffe.blob import Blob
 from caffe.errors import LayerSetupError
 from caffe.layer import Layer
 from caffe.proto import caffe_pb2
+
+
+def refuse_backward(layer, propagate_down: Sequence[bool], names: dict[int, str]) -> None:
+    """Raise, as Caffe does, when asked to backpropagate into inputs without a gradient
+    (labels, the infogain matrix, sequence continuation indicators). ``names`` maps bottom
+    index -> what that bottom is."""
+    for i, what in names.items():
+        if i < len(propagate_down) and propagate_down[i]:
+            raise LayerSetupError(
+                f"Layer '{layer.name}' ({layer.type}) cannot backpropagate to its {what} input "
+                f"(bottom {i}); set propagate_down: false for that bottom, or do not feed it "
+                "from a layer that needs a gradient")
 
 
 class NeuronLayer(Layer):

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from caffe._layers.base import LossLayer
+from caffe._layers.base import LossLayer, refuse_backward
 from caffe._layers.loss.labels import (
     check_labels,
     int_labels,
-    refuse_backward,
     require_batch_axis,
 )
 from caffe.proto import caffe_pb2

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from caffe._layers.base import LossLayer
+from caffe._layers.base import LossLayer, refuse_backward
 from caffe._layers.loss.labels import (
     LOG_THRESHOLD,
     check_label_range,
     class_layout,
     int_labels,
     labels_checked_on,
-    refuse_backward,
     valid_labels,
     valid_normalizer,
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -150,13 +149,3 @@ def require_one_per_item(layer, blob: Blob, what: str) -> None:
             f"Layer '{layer.name}' ({layer.type}): {what} must hold one value per item "
             f"(channels, height and width 1); got shape {blob.shape}")
 
-
-def refuse_backward(layer, propagate_down: Sequence[bool], names: dict[int, str]) -> None:
-    """Raise, as Caffe does, when asked to backpropagate into inputs without a gradient
-    (labels, the infogain matrix). ``names`` maps bottom index -> what that bottom is."""
-    for i, what in names.items():
-        if i < len(propagate_down) and propagate_down[i]:
-            raise LayerSetupError(
-                f"Layer '{layer.name}' ({layer.type}) cannot backpropagate to its {what} input "
-                f"(bottom {i}); set propagate_down: false for that bottom, or do not feed it "
-                "from a layer that needs a gradient")

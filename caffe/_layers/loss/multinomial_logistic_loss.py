@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from caffe._layers.base import LossLayer
+from caffe._layers.base import LossLayer, refuse_backward
 from caffe._layers.loss.labels import (
     LOG_THRESHOLD,
     check_labels,
     int_labels,
-    refuse_backward,
     require_batch_axis,
     require_one_per_item,
 )

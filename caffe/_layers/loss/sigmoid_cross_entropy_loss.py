@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from caffe._layers.base import LossLayer
+from caffe._layers.base import LossLayer, refuse_backward
 from caffe._layers.loss.labels import (
     int_labels,
-    refuse_backward,
     require_batch_axis,
     valid_normalizer,
 )

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from caffe._layers.base import LossLayer, normalization_mode
+from caffe._layers.base import LossLayer, normalization_mode, refuse_backward
 from caffe._layers.loss.labels import (
     check_label_range,
     class_layout,
     int_labels,
     labels_checked_on,
-    refuse_backward,
     require_batch_axis,
     valid_labels,
     valid_normalizer,

@@ -11,7 +11,7 @@ never of cont; the forget-gate derivative is f (1 - f) with f already scaled by 
 
 from __future__ import annotations
 
-from caffe._layers.loss.labels import refuse_backward
+from caffe._layers.base import refuse_backward
 from caffe._layers.recurrent.recurrent_base import (
     lstm_cell_backward,
     lstm_cell_forward,

@@ -53,7 +53,7 @@ from collections.abc import Sequence
 import torch
 
 from caffe._common import LOG, recorded
-from caffe._layers.loss.labels import refuse_backward
+from caffe._layers.base import refuse_backward
 from caffe.blob import Blob
 from caffe.errors import BlobCountError, LayerSetupError, ShapeMismatchError
 from caffe.fillers import fill
