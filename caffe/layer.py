@@ -23,6 +23,7 @@ import torch
 
 from caffe.blob import Blob, BlobVec, TorchBlobView
 from caffe.errors import BlobCountError, LayerSetupError, PythonLayerError
+from caffe.model_io import blobproto_to_array, fill_tensor
 from caffe.proto import caffe_pb2
 
 
@@ -346,7 +347,6 @@ class Layer:
         LayerParameter), as arrays."""
         if not len(self.layer_param.blobs):
             return []
-        from caffe.model_io import blobproto_to_array
 
         return [blobproto_to_array(bp, f"layer '{self.name}' blob {j} in the net definition")
                 for j, bp in enumerate(self.layer_param.blobs)]
@@ -363,7 +363,7 @@ class Layer:
                     f"Layer '{self.name}' ({self.type}): blob {j} in its definition has shape "
                     f"{arr.shape} ({arr.size} values), but the layer's parameter {j} has shape "
                     f"{blob.shape}")
-            blob.tensor.copy_(torch.from_numpy(arr).reshape(blob.shape))
+            fill_tensor(blob.tensor, arr)
 
     def Reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         self.reshape(bottom, top)

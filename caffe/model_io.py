@@ -91,7 +91,7 @@ def _check_shape(layer_name: str, j: int, target: tuple[int, ...], source: tuple
         "layer's parameters from scratch rather than copying from a saved net, rename the layer.")
 
 
-def _fill(target: torch.Tensor, arr: np.ndarray) -> None:
+def fill_tensor(target: torch.Tensor, arr: np.ndarray) -> None:
     """Copy ``arr`` into a blob's data or diff tensor, of the same count."""
     target.copy_(torch.from_numpy(np.ascontiguousarray(arr)).reshape(target.shape))
 
@@ -152,9 +152,9 @@ def copy_trained_layers(net: Net, path: str) -> None:
             diffs.append(blobproto_to_array(bp, where, diff=True)
                          if len(bp.diff) or len(bp.double_diff) else None)
         for blob, arr, diff in zip(layer.blobs, arrays, diffs):
-            _fill(blob.tensor, arr)
+            fill_tensor(blob.tensor, arr)
             if diff is not None:
-                _fill(blob.diff_tensor, diff)
+                fill_tensor(blob.diff_tensor, diff)
         matched += 1
     if ignored and matched == 0:
         LOG.warning("No layer of %s matches a layer of net '%s'; the file's layers with "
@@ -243,7 +243,7 @@ def _copy_from_hdf5(net: Net, path: str) -> None:
                 where = f"{path}: '/data/{name}/{key}'"
                 ds = hdf5_dataset(group.get(key), where)
                 _check_shape(name, j, blob.shape, tuple(ds.shape), True, path)
-                _fill(blob.tensor, hdf5_read(ds, where))
+                fill_tensor(blob.tensor, hdf5_read(ds, where))
 
 
 # ---------------------------------------------------------------------------- saving

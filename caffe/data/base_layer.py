@@ -10,9 +10,11 @@ the position of the next batch the net will see, not the reader's (which runs ah
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from caffe._common import STATE
+from caffe._common import LOG, STATE
+from caffe.blob import Blob
 from caffe.data import naming_layer
 from caffe.data.prefetch import Batcher, Loader, Prefetcher, attach, pin_batches
 from caffe.data.resume import fields
@@ -46,6 +48,15 @@ class PrefetchingDataLayer(Layer):
                 f"Layer '{self.name}' ({self.type}): {field}.batch_size must be positive, got "
                 f"{batch_size}")
         return int(batch_size)
+
+    def shape_tops(self, top: Sequence[Blob], batch_size: int, item_shape: Sequence[int]
+                   ) -> None:
+        """Data top ``(batch_size, *item_shape)`` (logged as Caffe logs it), labels
+        ``(batch_size,)`` when there is a second top."""
+        top[0].reshape(batch_size, *item_shape)
+        LOG.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
+        if len(top) > 1:
+            top[1].reshape(batch_size)
 
     def start_prefetch(self, items: ItemStream, batcher: Batcher, depth: int) -> None:
         """Make batches of ``items`` with ``batcher`` in the background, ``depth`` batches

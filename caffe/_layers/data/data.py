@@ -43,9 +43,6 @@ class Data(PrefetchingDataLayer):
         if p.rand_skip:
             LOG.info("Layer '%s': data_param.rand_skip is deprecated and ignored, as in Caffe: "
                      "reading starts at the first record", self.name)
-        top[0].reshape(batch_size, *shape)
-        LOG.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
-        if len(top) > 1:
-            top[1].reshape(batch_size)
+        self.shape_tops(top, batch_size, shape)
         batcher = Batcher(transformer, new_seed(), decode_workers(encoded), pin_batches())
         self.start_prefetch(records, batcher, p.prefetch)

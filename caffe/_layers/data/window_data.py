@@ -113,8 +113,7 @@ class WindowData(PrefetchingDataLayer):
                                               f"'{p.source}'): {e.strerror}") from None
         cropper = WindowCropper(crop, p.context_pad, p.crop_mode == "square", p.scale,
                                 transform.mean, transform.mean_values, channels)
-        top[0].reshape(batch_size, channels, crop, crop)
-        top[1].reshape(batch_size)
+        self.shape_tops(top, batch_size, (channels, crop, crop))
         sampler = WindowSampler(windows, cropper, cache, p.source, transform.mirror,
                                 ((windows.background, batch_size - num_fg),
                                  (windows.foreground, num_fg)), new_seed())
