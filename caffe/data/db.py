@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Iterator
 
+from caffe._common import LOG
 from caffe.errors import CaffeError, FileFormatError
 from caffe.proto import caffe_pb2
 
@@ -126,15 +127,11 @@ class Reader:
                 f"directory: {os.getcwd()})")
         found = detect_backend(self.path)
         if found is not None and found != self.backend:
-            from caffe._common import LOG
-
             LOG.warning("'%s' is a %s database, not %s; reading it as %s", self.path,
                         found.upper(), self.backend.upper(), found.upper())
             self.backend = found
         self._handle = _acquire(self.backend, self.path)
         self._closed = False
-        from caffe._common import LOG
-
         LOG.info("Opened %s %s", self.backend, self.path)
 
     def records(self) -> Iterator[tuple[bytes, bytes]]:
