@@ -56,6 +56,9 @@ stage conformance_cuda 80 $PY benchmarks/gpu_conformance.py .conformance
 if [ "$MODE" = layers ]; then
   stage layer_speed_cuda 80 $LAYER_SPEED --markdown "$LOGS/layer_speed_cuda.md" \
     --json "$LOGS/layer_speed_cuda.json"
+  # the recurrent rows with cuDNN's kernels allowed (both sides), as under set_precision
+  stage layer_speed_cuda_tf32 30 $LAYER_SPEED --types LSTM,RNN --precision tf32 \
+    --markdown "$LOGS/layer_speed_cuda_tf32.md" --json "$LOGS/layer_speed_cuda_tf32.json"
   pack
   cat "$LOGS/summary.log"
   exit 0

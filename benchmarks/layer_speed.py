@@ -45,6 +45,7 @@ import caffe
 from benchmarks import report
 from benchmarks.layer_speed_cases import CASES, SKIPPED, TIGHT_TYPES, Case
 from benchmarks.timing import interleaved_samples
+from caffe._common import PRECISIONS
 from caffe.blob import Blob
 from caffe.layer import Phase, ReshapeGate
 from caffe.net import create_layer, vacated
@@ -576,7 +577,7 @@ def run(types: list[str] | None = None, mode: str = "quick", device: str = "cpu"
                  "torch": torch.__version__, "python": platform.python_version(),
                  "machine": platform.processor() or platform.machine(),
                  "cpus": os.cpu_count(), "repeats": repeats, "sample_s": sample_s,
-                 "date": time.strftime("%Y-%m-%d %H:%M")},
+                 "precision": caffe.get_precision(), "date": time.strftime("%Y-%m-%d %H:%M")},
         "rows": rows, "skipped": skipped, "not_covered": missing,
     }
 
@@ -624,7 +625,8 @@ def markdown(result: dict) -> str:
     out = [f"# Per-layer speed: neocaffe layer vs direct torch twin ({m['device']})", "",
            f"`{m.get('command', 'python -m benchmarks.layer_speed')}` — {m['date']}, torch "
            f"{m['torch']}, Python {m['python']}, {m['cpus']} CPUs ({m['machine']}), "
-           f"{m['threads']} thread(s); sizes: {m['mode']}"
+           f"{m['threads']} thread(s); sizes: {m['mode']}; precision: "
+           f"{m.get('precision', 'float32')}"
            + (f"; host allocator: {m['malloc']}" if m.get("malloc") else "") + ".", "",
            "Each row times the layer as a net runs it, `reshape` + `_forward` then `backward` "
            "under `torch.no_grad()` as in `Net._forward` / `Net._backward` (forward only for "
@@ -693,6 +695,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--repeats", type=int, help="interleaved rounds (default 21)")
+    ap.add_argument("--precision", choices=PRECISIONS, default="float32",
+                    help="caffe.set_precision for both sides (default float32)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write a Markdown report here")
     report.add_malloc_argument(ap)
@@ -701,6 +705,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     malloc = report.host_allocator(args.malloc)
+    caffe.set_precision(args.precision)
     result = run(types, "quick" if args.quick else "full", args.device, args.threads,
                  args.repeats, profile=args.profile)
     argv = sys.argv[1:] if argv is None else argv

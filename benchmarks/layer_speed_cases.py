@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from caffe._layers.recurrent.recurrent_base import cudnn_flattenable, kernel_precision
+
 Tensors = list[torch.Tensor]
 
 #: the issue's tighter targets; every other type must reach 1.3
@@ -620,8 +622,7 @@ def _flattened_like_nn(mode: str, input_size: int, hidden: int) -> Callable[[Ten
     cuDNN as it is (separate weights are compacted into a new buffer at every call)."""
     def ready(params: Tensors) -> None:
         w = params[0]
-        if not (w.is_cuda and torch.backends.cudnn.is_acceptable(w)
-                and torch._use_cudnn_rnn_flatten_weight()):
+        if not cudnn_flattenable(w):
             return
         from torch.backends.cudnn import rnn
         with torch.cuda.device_of(w):
@@ -646,14 +647,16 @@ def _lstm(mode: str) -> Spec:
 
     def twin(b, p):
         zeros = b[0].new_zeros(1, n, d)
-        return [torch.lstm(b[0], (zeros, zeros), p, True, 1, 0.0, True, False, False)[0]]
+        with kernel_precision(b[0]):
+            return [torch.lstm(b[0], (zeros, zeros), p, True, 1, 0.0, True, False, False)[0]]
     return Spec(f"T={t} N={n} K={k} D={d}", [randn(t, n, k), _cont(t, n)], twin,
                 _RECURRENT_PARAM.format(d=d), twin_params=twin_params,
                 twin_ready=_flattened_like_nn("LSTM", k, d),
-                note="twin: torch.lstm, nn.LSTM's kernel (on CPU oneDNN's fused LSTM; on cuDNN "
-                "with its weights in one buffer, as nn.LSTM keeps them). Ours calls the same "
-                "kernel when cont only restarts sequences at t = 0, as here; with a restart at "
-                "t >= 1 it loops over the T steps")
+                note="twin: torch.lstm, nn.LSTM's kernel (on CPU oneDNN's fused LSTM; on CUDA "
+                "the kernel set_precision allows: torch's native one under float32, cuDNN's, "
+                "with its weights in one buffer as nn.LSTM keeps them, under tf32/bf16). Ours "
+                "calls the same kernel when cont only restarts sequences at t = 0, as here; "
+                "with a restart at t >= 1 it loops over the T steps")
 
 
 @case("RNN")
@@ -666,13 +669,14 @@ def _rnn(mode: str) -> Spec:
 
     def twin(b, p):
         h0 = b[0].new_zeros(1, n, d)
-        hidden = torch.rnn_tanh(b[0], h0, p[:4], True, 1, 0.0, True, False, False)[0]
+        with kernel_precision(b[0]):
+            hidden = torch.rnn_tanh(b[0], h0, p[:4], True, 1, 0.0, True, False, False)[0]
         return [torch.tanh(F.linear(hidden, p[4], p[5]))]
     return Spec(f"T={t} N={n} K={k} D={d}", [randn(t, n, k), _cont(t, n)], twin,
                 _RECURRENT_PARAM.format(d=d), twin_params=twin_params,
                 twin_ready=_flattened_like_nn("RNN_TANH", k, d),
-                note="twin: torch.rnn_tanh (nn.RNN's kernel; on cuDNN with its weights in one "
-                "buffer, as nn.RNN keeps them) + linear + tanh")
+                note="twin: torch.rnn_tanh (nn.RNN's kernel, on CUDA the one set_precision "
+                "allows, as for LSTM) + linear + tanh")
 
 
 @case("LSTMUnit")

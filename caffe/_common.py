@@ -120,11 +120,14 @@ def set_precision(precision: str) -> None:
     shortcut for cuDNN convolutions is switched off (PyTorch enables it by default).
     ``"tf32"``: convolutions and matrix products on CUDA use TensorFloat-32 (10-bit mantissa
     inputs, float32 accumulation), several times faster on Ampere and later cards; results
-    move by about 1e-3 relative, beyond the conformance tolerance (1e-4).
+    move by about 1e-3 relative, beyond the conformance tolerance (1e-4). The fused RNN and
+    LSTM may then run on cuDNN (under "float32" on torch's native CUDA kernels: cuDNN's are
+    about 3-5 times faster there but off by up to 3e-5 on values of order 1).
     ``"bf16"``: Convolution, Deconvolution and InnerProduct cast their inputs and weights to
-    bfloat16 (8-bit mantissa) and return float32; every blob, every other layer and every
-    parameter update stay float32. Results move by about 1e-2 relative: for speed, not for
-    matching Caffe. The setting is process-wide, like ``set_mode_gpu``.
+    bfloat16 (8-bit mantissa) and return float32, and RNN/LSTM may run on cuDNN as under
+    "tf32"; every blob, every other layer and every parameter update stay float32. Results
+    move by about 1e-2 relative: for speed, not for matching Caffe. The setting is
+    process-wide, like ``set_mode_gpu``.
     """
     if precision not in PRECISIONS:
         from caffe.errors import CaffeError

@@ -154,16 +154,17 @@ def test_label_reading_layers_never_wait_for_the_device(monkeypatch):
 @cuda
 @pytest.mark.parametrize("kind", ["LSTM", "RNN"])
 def test_recurrent_layers_hand_cudnn_one_weight_buffer_and_never_wait(kind):
-    """On CUDA the fused LSTM and RNN keep their kernel weights (LSTM's reordered) and zero
-    second bias as views of one buffer in cuDNN's layout, which torch takes as it is (no "not
-    part of single contiguous chunk" compaction); once cont has been read, a pass never waits
-    for the device."""
+    """Under set_precision("tf32") (cuDNN's recurrent kernels allowed) the fused LSTM and RNN
+    keep their kernel weights (LSTM's reordered) and zero second bias as views of one buffer in
+    cuDNN's layout, which torch takes as it is (no "not part of single contiguous chunk"
+    compaction); once cont has been read, a pass never waits for the device."""
     import warnings
 
     from caffe.blob import Blob
     from caffe.net import create_layer
 
     caffe.set_mode_gpu()
+    caffe.set_precision("tf32")
     try:
         lp = caffe_pb2.LayerParameter(name="rec", type=kind, bottom=["x", "cont"], top=["h"])
         text_format.Merge("recurrent_param { num_output: 6 weight_filler { type: 'gaussian' "
@@ -193,21 +194,25 @@ def test_recurrent_layers_hand_cudnn_one_weight_buffer_and_never_wait(kind):
                                False, False)
         _without_waiting(ops._net_step, *step)
     finally:
+        caffe.set_precision("float32")
         caffe.set_mode_cpu()
 
 
 @cuda
 @pytest.mark.parametrize("kind", ["LSTM", "RNN"])
 def test_recurrent_benchmark_twins_keep_their_weights_as_nn_does(kind):
-    """The layer speed benchmark compares with nn.LSTM/nn.RNN as they run on a GPU: the twin's
-    kernel weights in one cuDNN buffer (its own numbers still checked against the layer's)."""
+    """Where cuDNN's kernels are allowed (set_precision("tf32")), the layer speed benchmark
+    compares with nn.LSTM/nn.RNN as they run on a GPU: the twin's kernel weights in one cuDNN
+    buffer (its own numbers still checked against the layer's)."""
     from benchmarks import layer_speed
 
     (case,) = layer_speed.select_cases([kind])
     caffe.set_mode_gpu()
+    caffe.set_precision("tf32")
     try:
         bench = layer_speed.Bench(case, "tiny", torch.device("cuda"))
         assert len({p.untyped_storage().data_ptr() for p in bench.p_leaves[:4]}) == 1
         assert bench.verify() == ""
     finally:
+        caffe.set_precision("float32")
         caffe.set_mode_cpu()

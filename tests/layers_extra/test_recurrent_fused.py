@@ -252,7 +252,7 @@ def test_weights_for_cudnn_share_one_buffer(type_name, monkeypatch):
             offset += w.numel()
         return flat
 
-    monkeypatch.setattr(recurrent_base, "_cudnn_flattenable", lambda t: True)
+    monkeypatch.setattr(recurrent_base, "cudnn_flattenable", lambda t: True)
     monkeypatch.setattr(torch, "_cudnn_rnn_flatten_weight", flatten)
     monkeypatch.setattr(cudnn_rnn, "get_cudnn_mode", lambda mode: mode)
     rng = np.random.default_rng(17)

@@ -2,8 +2,9 @@
 
 Caffe builds RNN and LSTM as a net unrolled over the T time steps; here the same computation
 runs either as one fused call of torch's own recurrent kernel (``torch.lstm`` /
-``torch.rnn_tanh``: cuDNN on CUDA, oneDNN on CPU) or as a loop over time on whole (N, ...)
-batches with an explicit backprop through time.
+``torch.rnn_tanh``: oneDNN on CPU; on CUDA torch's native kernels, or cuDNN's only when
+``caffe.set_precision`` allows reduced precision, see ``_cudnn_kernel``) or as a loop over time
+on whole (N, ...) batches with an explicit backprop through time.
 
 Bottoms: x (T, N, ...), the sequence-continuation markers cont (T, N), an optional static input
 x_static (N, ...), and with ``expose_hidden`` the initial states (1, N, num_output) each (h0 for
@@ -29,9 +30,9 @@ reads cont on the host (on CUDA one wait for the device, repeated only when cont
 every cont_0 is 0 the kernel starts from zeros, when every one is 1 from the carried states as
 they are, without a product by cont_0. Otherwise (a reset at
 t >= 1, a fractional LSTM cont_0, or while a CUDA graph is being captured, where that wait is
-illegal) the loop path runs. The kernels sum in another order than the loop (and oneDNN/cuDNN
-use their own activation code), so in float32 the two paths may differ in the last bits. On
-CUDA, RNN and LSTM hand cuDNN their weights (LSTM's reordered) in one buffer of cuDNN's layout;
+illegal) the loop path runs. The kernels sum in another order than the loop (and oneDNN uses
+its own activation code), so in float32 the two paths may differ in the last bits. When cuDNN
+runs the kernel, RNN and LSTM hand it their weights (LSTM's reordered) in one buffer of its layout;
 with a static input, whose weights are joined per call, torch warns that they "are not part of
 single contiguous chunk of memory", and that warning is silenced around the call.
 
@@ -52,7 +53,7 @@ from collections.abc import Sequence
 
 import torch
 
-from caffe._common import LOG, recorded
+from caffe._common import LOG, STATE, recorded
 from caffe._layers.base import refuse_backward
 from caffe.blob import Blob
 from caffe.errors import BlobCountError, LayerSetupError, ShapeMismatchError
@@ -114,11 +115,36 @@ def lstm_cell_backward(dc: torch.Tensor, dh: torch.Tensor, c_prev: torch.Tensor,
     return dc_total * f, dgates
 
 
-def _cudnn_flattenable(t: torch.Tensor) -> bool:
-    """Whether torch runs its recurrent kernels on ``t``'s device and dtype with cuDNN, whose
-    weights may then share one buffer in cuDNN's layout."""
-    return (t.is_cuda and torch.backends.cudnn.is_acceptable(t)
-            and torch._use_cudnn_rnn_flatten_weight())
+def _cudnn_kernel(t: torch.Tensor) -> bool:
+    """Whether the fused kernel may run on cuDNN for ``t``'s device and dtype: only when
+    ``caffe.set_precision`` is not "float32". cuDNN's float32 RNN and LSTM kernels are less
+    exact than float32 arithmetic: measured on an H100 against float64, errors of 5e-6 to 3e-5
+    on values of order 1, where torch's native CUDA kernels and the loop stay within 4e-7; that
+    is Caffe's conformance tolerance (1e-5). Under "float32" the native kernels run instead."""
+    return t.is_cuda and STATE.precision != "float32" and torch.backends.cudnn.is_acceptable(t)
+
+
+def cudnn_flattenable(t: torch.Tensor) -> bool:
+    """Whether the fused kernel runs on cuDNN for ``t`` with weights that may share one
+    buffer in cuDNN's layout."""
+    return _cudnn_kernel(t) and torch._use_cudnn_rnn_flatten_weight()
+
+
+@contextlib.contextmanager
+def _native_kernels():
+    """torch's native CUDA recurrent kernels instead of cuDNN's for the calls inside."""
+    enabled = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = enabled
+
+
+def kernel_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Around a ``torch.lstm`` / ``torch.rnn_tanh`` call on ``x``: cuDNN off on CUDA unless
+    ``_cudnn_kernel`` allows it (the layers' fused path, and the benchmark's twins)."""
+    return _native_kernels() if x.is_cuda and not _cudnn_kernel(x) else _NO_CONTEXT
 
 
 def _stale(key: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> bool:
@@ -224,6 +250,7 @@ class RecurrentLayer(Layer):
         self._one_buffer = False  # whether the kernel's weights are one cuDNN buffer
         self._zero_state: torch.Tensor | None = None
         self._param_key: list[torch.Tensor] | None = None  # the blob tensors _params are for
+        self._param_precision = ""  # the set_precision choice _params are laid out for
         self._diff_key: list[torch.Tensor] | None = None  # the diffs _diff_pieces are of
         if self.blobs:
             return
@@ -414,8 +441,7 @@ class RecurrentLayer(Layer):
                 x = torch.cat([x, feat.expand(t_, n, -1)], 2)
                 w_ih = torch.cat([w_ih, w_feat], 1)
             states = self._fused_initial_states(bottom, x, plan)
-            # (separate weights on CUDA: torch compacts them for cuDNN, and warns each call)
-            with _compaction_quiet() if x.is_cuda and not self._one_buffer else _NO_CONTEXT:
+            with self._kernel_context(x):
                 y, final = self.recur_fused(x, w_ih, params, states, record)
         if not record:
             return y, final
@@ -423,14 +449,21 @@ class RecurrentLayer(Layer):
         # a fresh top: layers downstream may change it in place, the graph may need y
         return y.detach().clone(), [s.detach() for s in final]
 
+    def _kernel_context(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """Around the fused call: on CUDA, cuDNN off unless ``_cudnn_kernel`` allows it, and
+        with cuDNN and separate weights torch's warning that it compacts them silenced."""
+        if not x.is_cuda or not _cudnn_kernel(x):
+            return kernel_precision(x)
+        return _NO_CONTEXT if self._one_buffer else _compaction_quiet()
+
     def _fused_params(self) -> list[torch.Tensor]:
         """The parameter tensors the fused kernel takes, in blob order: autograd's leaves
         (kept while the blobs keep their tensors), whose gradients ``_add_param_grads`` adds
         to the diffs. Buffers are refilled from the blobs by one foreach copy."""
         blobs = [b.tensor for b in self.blobs]
-        if _stale(self._param_key, blobs):
+        if _stale(self._param_key, blobs) or self._param_precision != STATE.precision:
             self._params, self._copies = self._kernel_params(blobs)
-            self._param_key = blobs
+            self._param_key, self._param_precision = blobs, STATE.precision
         if self._copies[0]:
             with torch.no_grad():
                 torch._foreach_copy_(*self._copies)
@@ -446,7 +479,7 @@ class RecurrentLayer(Layer):
         is, instead of compacting the weights into a new one at every call."""
         w_h = 2 + self.static_input
         zero = torch.zeros_like(blobs[1])
-        flat = not self.static_input and _cudnn_flattenable(zero)
+        flat = not self.static_input and cudnn_flattenable(zero)
         copied = range(len(blobs)) if self.reorders_rows else (0, 1, w_h) if flat else ()
         params = [torch.empty_like(t) if i in copied else t.detach() for i, t in enumerate(blobs)]
         if flat:
