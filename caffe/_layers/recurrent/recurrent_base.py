@@ -119,8 +119,8 @@ def _cudnn_kernel(t: torch.Tensor) -> bool:
     """Whether the fused kernel may run on cuDNN for ``t``'s device and dtype: only when
     ``caffe.set_precision`` is not "float32". cuDNN's float32 RNN and LSTM kernels are less
     exact than float32 arithmetic: measured on an H100 against float64, errors of 5e-6 to 3e-5
-    on values of order 1, where torch's native CUDA kernels and the loop stay within 4e-7; that
-    is Caffe's conformance tolerance (1e-5). Under "float32" the native kernels run instead."""
+    on values of order 1 (the conformance tolerance is 1e-5), where torch's native CUDA kernels
+    and the loop stay within 4e-7. Under "float32" the native kernels run instead."""
     return t.is_cuda and STATE.precision != "float32" and torch.backends.cudnn.is_acceptable(t)
 
 
@@ -452,7 +452,7 @@ class RecurrentLayer(Layer):
     def _kernel_context(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
         """Around the fused call: on CUDA, cuDNN off unless ``_cudnn_kernel`` allows it, and
         with cuDNN and separate weights torch's warning that it compacts them silenced."""
-        if not x.is_cuda or not _cudnn_kernel(x):
+        if not _cudnn_kernel(x):
             return kernel_precision(x)
         return _NO_CONTEXT if self._one_buffer else _compaction_quiet()
 
