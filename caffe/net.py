@@ -42,22 +42,32 @@ from caffe.registry import layer_class
 
 
 # ---------------------------------------------------------------------------- state rules
-def state_meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
-    """Caffe's StateMeetsRule: phase, min/max level, and every stage / not_stage must agree."""
-    if rule.HasField("phase") and rule.phase != state.phase:
-        return False
-    if rule.HasField("min_level") and state.level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and state.level > rule.max_level:
-        return False
+def state_meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule,
+                     layer_name: str | None = None) -> bool:
+    """Caffe's StateMeetsRule: phase, min/max level, and every stage / not_stage must agree.
+    With ``layer_name``, the first disagreement is logged as Caffe logs it (phases as numbers,
+    and Caffe's wording "is above the min_level" for a level below it)."""
+    why = ""
     stages = set(state.stage)
-    if any(s not in stages for s in rule.stage):
-        return False
-    return not any(s in stages for s in rule.not_stage)
+    if rule.HasField("phase") and rule.phase != state.phase:
+        why = f"The NetState phase ({state.phase}) differed from the phase ({rule.phase})"
+    elif rule.HasField("min_level") and state.level < rule.min_level:
+        why = f"The NetState level ({state.level}) is above the min_level ({rule.min_level})"
+    elif rule.HasField("max_level") and state.level > rule.max_level:
+        why = f"The NetState level ({state.level}) is above the max_level ({rule.max_level})"
+    elif missing := [s for s in rule.stage if s not in stages]:
+        why = f"The NetState did not contain stage '{missing[0]}'"
+    elif present := [s for s in rule.not_stage if s in stages]:
+        why = f"The NetState contained a not_stage '{present[0]}'"
+    if why and layer_name is not None:
+        LOG.info("%s specified by a rule in layer %s", why, layer_name)
+    return not why
 
 
-def filter_net(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
-    """The layers of ``param`` that its ``state`` includes (Caffe's FilterNet)."""
+def filter_net(param: caffe_pb2.NetParameter, log: bool = False) -> caffe_pb2.NetParameter:
+    """The layers of ``param`` that its ``state`` includes (Caffe's FilterNet). With ``log``,
+    each rule a layer fails is logged as Caffe logs it (rules are tried in order: exclude
+    rules until one is met, include rules until one is met)."""
     out = caffe_pb2.NetParameter()
     out.CopyFrom(param)
     out.ClearField("layer")
@@ -66,10 +76,11 @@ def filter_net(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
             raise NetDefinitionError(
                 f"Layer '{lp.name}' ({lp.type}) has both include and exclude rules; "
                 "specify only one of them")
+        name = lp.name if log else None
         included = not lp.include
-        if any(state_meets_rule(param.state, r) for r in lp.exclude):
+        if any(state_meets_rule(param.state, r, name) for r in lp.exclude):
             included = False
-        if any(state_meets_rule(param.state, r) for r in lp.include):
+        if any(state_meets_rule(param.state, r, name) for r in lp.include):
             included = True
         if included:
             out.layer.add().CopyFrom(lp)
@@ -348,7 +359,7 @@ class Net:
         self.phase = phase
         # Caffe's construction log (root solver only), line for line
         self._log_init = LOG.isEnabledFor(logging.INFO) and root_solver()
-        filtered = filter_net(in_param)
+        filtered = filter_net(in_param, log=self._log_init)
         if self._log_init:
             LOG.info("Initializing net from parameters: \n%s", files.to_text(_without_blobs(
                 filtered)))

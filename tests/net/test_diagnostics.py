@@ -158,3 +158,41 @@ def test_construction_log_is_caffes(caplog):
         "in does not need backward computation.",
         "This network produces output out",
         "Network initialization done."]  # an automatic top is no output (Caffe's rule)
+
+
+RULES = """
+name: "rules"
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }
+layer { name: "test_only" type: "Power" bottom: "x" top: "p1" include { phase: TEST } }
+layer { name: "low" type: "Power" bottom: "x" top: "p2" include { min_level: 3 } }
+layer { name: "high" type: "Power" bottom: "x" top: "p3" include { max_level: 1 } }
+layer { name: "staged" type: "Power" bottom: "x" top: "p4" include { stage: "a" stage: "c" } }
+layer { name: "unstaged" type: "Power" bottom: "x" top: "p5" include { not_stage: "b" } }
+layer { name: "second" type: "Power" bottom: "x" top: "p6"
+  include { phase: TEST } include { stage: "b" } include { phase: TEST } }
+layer { name: "kept" type: "Power" bottom: "x" top: "p7"
+  exclude { phase: TEST } exclude { stage: "z" } }
+layer { name: "dropped" type: "Power" bottom: "x" top: "p8"
+  exclude { stage: "z" } exclude { stage: "a" } exclude { phase: TEST } }
+"""
+
+
+def test_rules_a_layer_fails_are_logged_as_caffe_logs_them(caplog):
+    """Caffe's FilterNet logs every rule it tries that the state does not meet, in order:
+    include rules until one is met, exclude rules until one is met (phases as numbers)."""
+    nets = []
+    _logged(caplog, lambda: nets.append(make_net(RULES, level=2, stages=["a", "b"])))
+    assert [n for n in nets[0].layer_dict if not n.endswith("split")] == [
+        "in", "second", "kept"]
+    lines = [r.getMessage() for r in caplog.records]
+    end = "specified by a rule in layer"
+    assert lines[:lines.index(next(m for m in lines if m.startswith("Initializing")))] == [
+        f"The NetState phase (0) differed from the phase (1) {end} test_only",
+        f"The NetState level (2) is above the min_level (3) {end} low",
+        f"The NetState level (2) is above the max_level (1) {end} high",
+        f"The NetState did not contain stage 'c' {end} staged",
+        f"The NetState contained a not_stage 'b' {end} unstaged",
+        f"The NetState phase (0) differed from the phase (1) {end} second",
+        f"The NetState phase (0) differed from the phase (1) {end} kept",
+        f"The NetState did not contain stage 'z' {end} kept",
+        f"The NetState did not contain stage 'z' {end} dropped"]
