@@ -178,8 +178,11 @@ class Blob:
     width = property(lambda self: self._legacy(3))
 
     def reshape(self, *shape) -> None:
-        """Change the shape. Same count: the data is kept (a view). Other count: new zeroed
-        memory. Takes ``reshape(2, 3)``, ``reshape((2, 3))`` or a BlobShape."""
+        """Change the shape. Same or smaller count: data and diff keep their memory, as
+        Caffe's blobs do (a view of the first elements: values kept, NumPy views held before
+        still show the memory). Larger count: new zeroed memory (Caffe would also keep the
+        values of a blob grown back within the size it once had). Takes ``reshape(2, 3)``,
+        ``reshape((2, 3))`` or a BlobShape."""
         if len(shape) == 1 and hasattr(shape[0], "dim"):  # caffe_pb2.BlobShape
             shape = tuple(shape[0].dim)
         shape = _as_shape(shape)
@@ -187,10 +190,11 @@ class Blob:
         traced = tracing()  # sizes may be symbolic: comparing them would pin them
         if not traced and tuple(t.shape) == shape:
             return
-        if not traced and math.prod(shape) == t.numel():
-            self._t = t.reshape(shape)
+        n = math.prod(shape)
+        if not traced and n <= t.numel():
+            self._t = t.reshape(-1)[:n].view(shape)
             if self._g is not None:
-                self._g = self._device_diff().reshape(shape)
+                self._g = self._device_diff().reshape(-1)[:n].view(shape)
         else:
             self._t = torch.zeros(shape, dtype=t.dtype, device=t.device)
             self._g = None

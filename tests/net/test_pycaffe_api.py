@@ -165,10 +165,14 @@ def test_blob_semantics():
     assert b.data.base is not None or b.data.flags.owndata is False
     b.reshape(4, 6)
     np.testing.assert_array_equal(b.data, np.full((4, 6), 7.0))  # same count keeps data
-    b.reshape(5)
-    assert b.shape == (5,) and not b.data.any()
+    b.reshape(5)  # smaller: Caffe keeps the memory, and the held view still shows it
+    assert b.shape == (5,) and (b.data == 7).all()
+    view[0, 0, 0] = 3.0
+    assert b.data[0] == 3.0
     b.diff[...] = 1
     assert float(b.diff_tensor.sum()) == 5
+    b.reshape(2, 5)  # larger than it is: new zeroed memory
+    assert not b.data.any() and not b.diff.any()
     assert b.data.dtype == np.float32
 
 
