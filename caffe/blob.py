@@ -179,10 +179,10 @@ class Blob:
 
     def reshape(self, *shape) -> None:
         """Change the shape. Same or smaller count: data and diff keep their memory, as
-        Caffe's blobs do (a view of the first elements: values kept, NumPy views held before
-        still show the memory). Larger count: new zeroed memory (Caffe would also keep the
-        values of a blob grown back within the size it once had). Takes ``reshape(2, 3)``,
-        ``reshape((2, 3))`` or a BlobShape."""
+        Caffe's blobs do (a view of the first elements: values kept, and a NumPy view of the
+        data held from before still shows the blob). Larger count: new zeroed memory (Caffe
+        would also keep the values of a blob grown back within the size it once had). Takes
+        ``reshape(2, 3)``, ``reshape((2, 3))`` or a BlobShape."""
         if len(shape) == 1 and hasattr(shape[0], "dim"):  # caffe_pb2.BlobShape
             shape = tuple(shape[0].dim)
         shape = _as_shape(shape)
