@@ -141,10 +141,16 @@ def _native_kernels():
         torch.backends.cudnn.enabled = enabled
 
 
-def kernel_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Around a ``torch.lstm`` / ``torch.rnn_tanh`` call on ``x``: cuDNN off on CUDA unless
-    ``_cudnn_kernel`` allows it (the layers' fused path, and the benchmark's twins)."""
-    return _native_kernels() if x.is_cuda and not _cudnn_kernel(x) else _NO_CONTEXT
+def kernel_precision(x: torch.Tensor,
+                     compacted: bool = False) -> contextlib.AbstractContextManager:
+    """Around a ``torch.lstm`` / ``torch.rnn_tanh`` call on ``x`` (the layers' fused path, and
+    the benchmark's twins): on CUDA, cuDNN off unless ``_cudnn_kernel`` allows it; with cuDNN
+    and weights it ``compacted`` (not one buffer), torch's warning about that silenced."""
+    if not x.is_cuda:
+        return _NO_CONTEXT
+    if not _cudnn_kernel(x):
+        return _native_kernels()
+    return _compaction_quiet() if compacted else _NO_CONTEXT
 
 
 def _stale(key: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> bool:
@@ -441,20 +447,13 @@ class RecurrentLayer(Layer):
                 x = torch.cat([x, feat.expand(t_, n, -1)], 2)
                 w_ih = torch.cat([w_ih, w_feat], 1)
             states = self._fused_initial_states(bottom, x, plan)
-            with self._kernel_context(x):
+            with kernel_precision(x, compacted=not self._one_buffer):
                 y, final = self.recur_fused(x, w_ih, params, states, record)
         if not record:
             return y, final
         self._fused_graph = (y, inputs + params)
         # a fresh top: layers downstream may change it in place, the graph may need y
         return y.detach().clone(), [s.detach() for s in final]
-
-    def _kernel_context(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
-        """Around the fused call: on CUDA, cuDNN off unless ``_cudnn_kernel`` allows it, and
-        with cuDNN and separate weights torch's warning that it compacts them silenced."""
-        if not _cudnn_kernel(x):
-            return kernel_precision(x)
-        return _NO_CONTEXT if self._one_buffer else _compaction_quiet()
 
     def _fused_params(self) -> list[torch.Tensor]:
         """The parameter tensors the fused kernel takes, in blob order: autograd's leaves
